@@ -16,6 +16,8 @@ identical bit for bit, in float up to the order of additions.
 
 from dataclasses import dataclass, field
 
+import time
+
 import numpy as np
 
 __all__ = ["EpochStats", "TrainResult", "Stash", "train", "evaluate"]
@@ -36,6 +38,7 @@ class EpochStats:
     rejected: float
     not_attempted: float
     steps: int
+    seconds: float
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -89,7 +92,7 @@ def _previous_same_label(labels, valid, classes):
     return prev, last
 
 
-def train(arith, cfg, data, *, epochs=None, trace=False, progress=None):
+def train(arith, cfg, data, *, epochs=None, trace=False, progress=None, on_epoch=None):
     """Train with ``arith`` on ``data`` under ``cfg``; returns a :class:`TrainResult`.
 
     Parameters
@@ -105,6 +108,8 @@ def train(arith, cfg, data, *, epochs=None, trace=False, progress=None):
         prediction of the forward pass and the label.
     progress : callable, optional
         Called as ``progress(epoch, samples_done, samples_total)`` after every batch.
+    on_epoch : callable, optional
+        Called with each epoch's :class:`EpochStats` as soon as it is complete.
     """
     epochs = cfg.epochs if epochs is None else epochs
     layers = cfg.layers
@@ -122,6 +127,7 @@ def train(arith, cfg, data, *, epochs=None, trace=False, progress=None):
     if trace:
         result.trace = {"kind": [], "prediction": [], "label": []}
     for epoch in range(epochs):
+        t0 = time.perf_counter()
         counts = np.zeros(3, np.int64)
         loss_sum = 0.0
         correct = 0
@@ -178,7 +184,9 @@ def train(arith, cfg, data, *, epochs=None, trace=False, progress=None):
             loss=loss_sum / steps, accepted=float(counts[ACCEPTED] / steps),
             rejected=float(counts[REJECTED] / steps),
             not_attempted=float(counts[NOT_ATTEMPTED] / steps),
-            steps=n))
+            steps=n, seconds=time.perf_counter() - t0))
+        if on_epoch is not None:
+            on_epoch(result.epochs[-1])
     result.params = params
     if trace:
         result.trace = {k: np.concatenate(v) if v else np.zeros(0, np.int64)

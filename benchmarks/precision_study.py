@@ -1,0 +1,112 @@
+"""Precision study: fixed-point formats against the float64 model, serial and speculative.
+
+For each format (weights / activations / deltas / update-gradient widths, rounding mode) trains
+the bit-exact fixed-point model for ``--epochs`` epochs with several seeds in both schedules
+(threshold 0 and ``--threshold``), and the float64 model with the same seeds; prints a Markdown
+table of final test accuracy (mean and sample standard deviation over seeds) and the gap to float
+(mean over seeds of fixed minus float, same seed). Rerun:
+
+    python benchmarks/precision_study.py --data ../shared/mnist --json precision.json
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+
+from golden.config import TrainConfig
+from golden.fixed import FixedFormat, Q
+from golden.fixed_model import FixedArith
+from golden.float_model import FloatArith
+from golden.train import train
+from specbp_hw.data import resolve
+
+D = FixedFormat()
+FORMATS = {
+    "default (W16.13 A16.9 D16.12 U16.12, nearest)": D,
+    "W16.13 stochastic": D.replace(rounding="stochastic"),
+    "W18.15 nearest": D.replace(weight=Q(18, 15)),
+    "W18.15 stochastic": D.replace(weight=Q(18, 15), rounding="stochastic"),
+    "W14.11 nearest": D.replace(weight=Q(14, 11)),
+    "W14.11 stochastic": D.replace(weight=Q(14, 11), rounding="stochastic"),
+    "W12.9 stochastic": D.replace(weight=Q(12, 9), rounding="stochastic"),
+    "A12.5": D.replace(act=Q(12, 5)),
+    "A16.8": D.replace(act=Q(16, 8)),
+    "D12.9": D.replace(delta=Q(12, 9)),
+    "D12.11": D.replace(delta=Q(12, 11)),
+    "U12.8": D.replace(update=Q(12, 8)),
+}
+
+_DATA = None
+
+
+def _run(job):
+    name, thr, seed, epochs = job
+    cfg = TrainConfig(threshold=thr, seed=seed, epochs=epochs)
+    arith = FloatArith(cfg) if name == "float" else FixedArith(cfg, FORMATS[name])
+    r = train(arith, cfg, _DATA)
+    return job, r.epochs[-1].test_accuracy, sum(e.accepted for e in r.epochs) / epochs
+
+
+def _init(data_dir):
+    global _DATA
+    _DATA = resolve(data_dir)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", metavar="DIR")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--threshold", type=float, default=0.25)
+    p.add_argument("--formats", help="comma-separated subset of the format names")
+    p.add_argument("--jobs", type=int, default=os.cpu_count())
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = list(FORMATS) if not args.formats else args.formats.split(",")
+    print(f"data: {resolve(args.data).source}", flush=True)
+    jobs = [(n, thr, s, args.epochs) for n in ["float"] + names
+            for thr in (0.0, args.threshold) for s in seeds]
+    t0 = time.time()
+    res = {}
+    with mp.Pool(args.jobs, initializer=_init, initargs=(args.data,)) as pool:
+        for job, acc, accepted in pool.imap_unordered(_run, jobs):
+            res[job[:3]] = (acc, accepted)
+            print(f"  {job[0]:48s} thr {job[1]:<5} seed {job[2]}: {100 * acc:.2f}%  "
+                  f"[{time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
+
+    def stats(name, thr):
+        accs = [res[name, thr, s][0] for s in seeds]
+        gaps = [res[name, thr, s][0] - res["float", thr, s][0] for s in seeds]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        return statistics.mean(accs), sd, statistics.mean(gaps), min(gaps)
+
+    print(f"\nTest accuracy after {args.epochs} epochs, seeds {args.seeds} "
+          f"(mean ± sd; gap = fixed - float, same seed, mean [worst])\n")
+    print(f"| format | serial | gap | speculative (thr {args.threshold}) | gap |")
+    print("|---|---|---|---|---|")
+    table = []
+    for name in ["float"] + names:
+        row = {"format": name}
+        cells = []
+        for key, thr in (("serial", 0.0), ("speculative", args.threshold)):
+            m, sd, gap, worst = stats(name, thr)
+            row[key] = {"mean": m, "sd": sd, "gap_mean": gap, "gap_worst": worst,
+                        "per_seed": [res[name, thr, s][0] for s in seeds]}
+            cells += [f"{100 * m:.2f} ± {100 * sd:.2f}",
+                      "—" if name == "float" else f"{100 * gap:+.2f} [{100 * worst:+.2f}]"]
+        table.append(row)
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"\n{len(jobs)} runs in {time.time() - t0:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"epochs": args.epochs, "seeds": seeds, "threshold": args.threshold,
+                       "rows": table}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

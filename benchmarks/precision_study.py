@@ -26,7 +26,7 @@ from specbp_hw.data import resolve
 
 D = FixedFormat()
 FORMATS = {
-    "default (W16.13 A16.9 D16.12 U16.12, nearest)": D,
+    "default: W16.13 A16.9 D16.12 U16.12 nearest": D,
     "W16.13 stochastic": D.replace(rounding="stochastic"),
     "W18.15 nearest": D.replace(weight=Q(18, 15)),
     "W18.15 stochastic": D.replace(weight=Q(18, 15), rounding="stochastic"),
@@ -40,13 +40,26 @@ FORMATS = {
     "U12.8": D.replace(update=Q(12, 8)),
 }
 
+# The control: float64 again, its initial weights moved by 1e-9. Its gap to float is the noise
+# floor of comparing final-epoch accuracies of two runs whose arithmetic differs at all.
+CONTROL = "control: float, init + 1e-9"
 _DATA = None
+
+
+class _PerturbedFloat(FloatArith):
+    def init_params(self, cfg):
+        return [(w + 1e-9, b) for w, b in super().init_params(cfg)]
 
 
 def _run(job):
     name, thr, seed, epochs = job
     cfg = TrainConfig(threshold=thr, seed=seed, epochs=epochs)
-    arith = FloatArith(cfg) if name == "float" else FixedArith(cfg, FORMATS[name])
+    if name == "float":
+        arith = FloatArith(cfg)
+    elif name == CONTROL:
+        arith = _PerturbedFloat(cfg)
+    else:
+        arith = FixedArith(cfg, FORMATS[name])
     r = train(arith, cfg, _DATA)
     return job, r.epochs[-1].test_accuracy, sum(e.accepted for e in r.epochs) / epochs
 
@@ -67,7 +80,7 @@ def main():
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    names = list(FORMATS) if not args.formats else args.formats.split(",")
+    names = [CONTROL] + (list(FORMATS) if not args.formats else args.formats.split(","))
     print(f"data: {resolve(args.data).source}", flush=True)
     jobs = [(n, thr, s, args.epochs) for n in ["float"] + names
             for thr in (0.0, args.threshold) for s in seeds]

@@ -1,0 +1,182 @@
+# amaranth: UnusedElaboratable=no
+"""The softmax engine against the bit-exact model :func:`golden.fixed_model.softmax`.
+
+The validation tests build components that are never elaborated, hence the linter option on
+the first line. Set ``GENERATE_VCDS=1`` to write waveforms of the streaming simulations to the
+working directory.
+"""
+
+import os
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.fixed import Q, FixedFormat, exp2_table
+from golden.fixed_model import softmax
+from specbp_hw.softmax import Softmax
+from specbp_hw.testing import stream_get, stream_put
+
+FORMATS = {
+    "default": FixedFormat(),
+    "small": FixedFormat(act=Q(12, 5), exp_index_bits=6, exp_frac=12, recip_frac=14,
+                         prob_frac=12),
+    "wide": FixedFormat(act=Q(18, 10)),
+}
+# exp_frac + recip_frac < prob_frac: the final rounding becomes a left shift.
+LEFT_SHIFT = FixedFormat(exp_index_bits=4, exp_frac=8, recip_frac=8, prob_frac=18)
+
+
+def _run(dut, testbenches, name):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for tb in testbenches:
+        sim.add_testbench(tb)
+    if os.environ.get("GENERATE_VCDS"):
+        with sim.write_vcd(f"{name}.vcd"):
+            sim.run()
+    else:
+        sim.run()
+
+
+def rtl_softmax(fmt, z, *, seed=None):
+    """``(y, prediction)`` of the gateware for the logit rows ``z``; random gaps with ``seed``."""
+    dut = Softmax(fmt, z.shape[1])
+    gaps_in = gaps_out = None
+    if seed is not None:
+        gaps_in, gaps_out = random.Random(seed), random.Random(seed + 1)
+    ys, preds = [], []
+
+    async def producer(ctx):
+        for row in z:
+            await stream_put(ctx, dut.i, [int(v) for v in row], gaps=gaps_in)
+
+    async def consumer(ctx):
+        for _ in range(len(z)):
+            out = await stream_get(ctx, dut.o, gaps=gaps_out)
+            ys.append([out.y[k] for k in range(z.shape[1])])
+            preds.append(out.prediction)
+
+    _run(dut, [producer, consumer], f"softmax_{z.shape[1]}")
+    return np.array(ys, np.int64), np.array(preds, np.int64)
+
+
+def logit_cases(fmt, classes, rng):
+    """Random and corner-case logit rows (int64, the act format)."""
+    lo, hi = fmt.act.min, fmt.act.max
+    rows = [
+        rng.integers(lo, hi + 1, (32, classes)),                     # anywhere in the range
+        rng.integers(-(4 << fmt.act.frac), 4 << fmt.act.frac, (64, classes)),  # typical logits
+        rng.integers(-3, 4, (16, classes)) + rng.integers(lo + 3, hi - 3, (16, 1)),  # LSBs apart
+        rng.choice([lo, hi], (8, classes)),                          # extremes, with ties
+        rng.choice([lo, lo + 1, hi - 1, hi], (8, classes)),
+        rng.integers(-2, 3, (8, classes)),                           # many ties near zero
+        np.full((1, classes), lo), np.full((1, classes), hi),        # all equal
+        np.full((1, classes), 0),
+    ]
+    dominant = rng.integers(-(1 << fmt.act.frac), 1 << fmt.act.frac, (3, classes))
+    dominant[np.arange(3), rng.integers(0, classes, 3)] = hi         # one dominant class
+    rows.append(dominant)
+    lsb = np.full((2, classes), 7)
+    lsb[0, -1] = 8                                                   # the last one, by 1 LSB
+    lsb[1, 0] = 6                                                    # all but the first, tied
+    rows.append(lsb)
+    return np.concatenate(rows).astype(np.int64)
+
+
+def _check(fmt, z, y, pred):
+    assert (y == softmax(fmt, z)).all()
+    assert (pred == z.argmax(axis=1)).all()
+
+
+@pytest.mark.parametrize("classes", [2, 10, 16])
+@pytest.mark.parametrize("fmt_name", list(FORMATS))
+def test_bit_exact(fmt_name, classes):
+    fmt = FORMATS[fmt_name]
+    z = logit_cases(fmt, classes, np.random.default_rng(classes))
+    _check(fmt, z, *rtl_softmax(fmt, z))
+
+
+@pytest.mark.parametrize("classes", [2, 10, 16])
+@pytest.mark.parametrize("fmt_name", list(FORMATS))
+def test_backpressure(fmt_name, classes):
+    fmt = FORMATS[fmt_name]
+    rng = np.random.default_rng(100 + classes)
+    z = logit_cases(fmt, classes, rng)
+    z = z[rng.permutation(len(z))[:40]]
+    _check(fmt, z, *rtl_softmax(fmt, z, seed=classes))
+
+
+def test_most_classes():
+    fmt = FORMATS["default"]
+    z = logit_cases(fmt, 64, np.random.default_rng(64))[::4]
+    _check(fmt, z, *rtl_softmax(fmt, z))
+
+
+def test_left_shift_rounding():
+    z = logit_cases(LEFT_SHIFT, 10, np.random.default_rng(7))
+    _check(LEFT_SHIFT, z, *rtl_softmax(LEFT_SHIFT, z))
+
+
+@pytest.mark.parametrize("fmt", [*FORMATS.values(), LEFT_SHIFT])
+def test_shift_clamp(fmt):
+    # The gateware clamps the shift to exp_frac + 1, the model to 62: the same zeros.
+    table = exp2_table(fmt.exp_index_bits, fmt.exp_frac)
+    assert table.max() == 1 << fmt.exp_frac
+    for n in range(fmt.exp_frac + 1, 63):
+        assert (table >> n == 0).all()
+
+
+@pytest.mark.parametrize("classes", [2, 10, 16])
+@pytest.mark.parametrize("fmt_name", list(FORMATS))
+def test_latency_and_handshake(fmt_name, classes):
+    fmt = FORMATS[fmt_name]
+    dut = Softmax(fmt, classes)
+    assert dut.latency == 3 * classes + fmt.recip_frac + 5
+    z = np.random.default_rng(1).integers(fmt.act.min, fmt.act.max + 1, (2, classes))
+    measured = []
+
+    async def testbench(ctx):
+        await stream_put(ctx, dut.i, [int(v) for v in z[0]])
+        cycles = 0
+        while not ctx.get(dut.o.valid):
+            assert not ctx.get(dut.i.ready)          # busy: no new input
+            await ctx.tick()
+            cycles += 1
+        measured.append(cycles)
+        # Valid and payload hold while the consumer stalls; no input is taken meanwhile.
+        ctx.set(dut.i.payload, [int(v) for v in z[1]])
+        ctx.set(dut.i.valid, 1)
+        held = ctx.get(dut.o.payload)
+        for _ in range(5):
+            await ctx.tick()
+            assert ctx.get(dut.o.valid) and not ctx.get(dut.i.ready)
+            assert ctx.get(dut.o.payload) == held
+        ctx.set(dut.i.valid, 0)
+        out = await stream_get(ctx, dut.o)
+        assert out == held
+        assert [out.y[k] for k in range(classes)] == list(softmax(fmt, z[:1])[0])
+        assert not ctx.get(dut.o.valid)
+
+    _run(dut, [testbench], "softmax_latency")
+    assert measured == [dut.latency]
+
+
+def test_parameters():
+    fmt = FixedFormat()
+    dut = Softmax(fmt, 10)
+    assert dut.fmt is fmt and dut.classes == 10
+    with pytest.raises(AttributeError):
+        dut.classes = 3
+    with pytest.raises(TypeError, match=r"Format must be a FixedFormat, not 'x'"):
+        Softmax("x", 10)
+    with pytest.raises(TypeError, match=r"Number of classes must be an integer, not 10.0"):
+        Softmax(fmt, 10.0)
+    with pytest.raises(TypeError, match=r"Number of classes must be an integer, not True"):
+        Softmax(fmt, True)
+    for bad in (1, 0, 65):
+        with pytest.raises(ValueError, match=rf"from 2 to 64, not {bad}$"):
+            Softmax(fmt, bad)
+    assert len(Softmax(fmt, 64).o.payload.prediction) == 6
+    assert len(Softmax(fmt, 2).o.payload.prediction) == 1

@@ -1,0 +1,305 @@
+"""Backward engine: output error, deltas through the layers, gradient accumulation.
+
+Arithmetic: ``docs/FIXED_POINT.md`` ("Backward pass"), bit-exact with
+:meth:`golden.fixed_model.FixedArith.backward`.
+
+One backward pass over stash slot ``s`` has three phases:
+
+1. *fetch*: the slot's hidden activations and ``y`` come into local registers, one stash word
+   (N values) per cycle;
+2. *delta*: ``e_out = y - onehot(label)``; then for each layer from the last down to the second,
+   ``e = W d`` walks the layer's weight words (``K x N`` products per cycle, summed over the N
+   lanes), narrowed to the delta format and multiplied by the leaky-ReLU derivative. Only the
+   small layers are read: the first layer's weights are never needed here;
+3. *gradient*: one linear sweep over every accumulator word, ``G += a (x) d`` (``K x N``
+   products per cycle, read-modify-write), the bias rows with input 1.
+
+The gradient phase can subtract instead (``negate``): because the accumulators hold exact
+integers and never overflow, subtracting the same products restores them bit for bit. That is
+how a rejected speculation is undone (its deltas are still in the engine). The delta and
+gradient phases share one ``K x N`` multiplier array.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .arith import round_shift, saturate
+from .forward import pixel_value
+from .params import CoreParams, addr_width
+
+__all__ = ["BackwardEngine"]
+
+
+class BackwardEngine(wiring.Component):
+    """Backward passes over a stash slot, into the gradient accumulators.
+
+    Parameters
+    ----------
+    params : CoreParams
+
+    Members
+    -------
+    start : In(1)
+        Pulse: run with ``slot``, ``label`` and the phase flags ``delta`` (fetch and delta
+        phases) and ``grad`` (gradient phase, subtracting when ``negate``).
+    done : Out(1)
+        Pulse at the end; ``y`` then holds the fetched slot's softmax output.
+    busy : Out(1)
+    """
+
+    PIPE_DELTA = 4  # issue -> data -> products -> sum -> delta stored
+    PIPE_GRAD = 3   # issue -> data -> products -> written
+
+    def __init__(self, params):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"params must be a CoreParams, not {params!r}")
+        self._p = p = params
+        fmt = p.fmt
+        super().__init__({
+            "start": In(1),
+            "slot": In(range(p.slots)),
+            "label": In(range(p.classes)),
+            "delta": In(1),
+            "grad": In(1),
+            "negate": In(1),
+            "done": Out(1),
+            "busy": Out(1),
+            "y": Out(data.ArrayLayout(unsigned(fmt.prob_frac), p.classes)),
+            "w_rd": In(memory.ReadPort.Signature(
+                addr_width=addr_width(p.depth),
+                shape=data.ArrayLayout(signed(fmt.weight.width), p.block))),
+            "act_rd": In(memory.ReadPort.Signature(
+                addr_width=addr_width(p.slots * p.act_words_per_slot),
+                shape=data.ArrayLayout(signed(fmt.act.width), p.lanes))),
+            "x_rd": In(memory.ReadPort.Signature(
+                addr_width=addr_width(p.slots * p.rows(0)),
+                shape=data.ArrayLayout(unsigned(8), p.inputs))),
+            "g_rd": In(memory.ReadPort.Signature(
+                addr_width=addr_width(p.depth),
+                shape=data.ArrayLayout(signed(max(p.grad_width(l) for l in range(p.n_layers))),
+                                       p.block))),
+            "g_wr": In(memory.WritePort.Signature(
+                addr_width=addr_width(p.depth),
+                shape=data.ArrayLayout(signed(max(p.grad_width(l) for l in range(p.n_layers))),
+                                       p.block))),
+        })
+
+    @property
+    def params(self):
+        return self._p
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        fmt = p.fmt
+        K, N, L = p.inputs, p.lanes, p.n_layers
+        dw = max(fmt.delta.width, fmt.prob_frac + 1)
+        gw = self.g_rd.data.shape().elem_shape.width
+
+        slot = Signal.like(self.slot)
+        label = Signal.like(self.label)
+        do_grad = Signal()
+        negate = Signal()
+
+        # Local copies of the slot's activations (outputs of each hidden layer) and y.
+        acts = [Signal(data.ArrayLayout(signed(fmt.act.width), p.layers[l + 1]),
+                       name=f"acts{l}") for l in range(L - 1)]
+        y = self.y
+        # Deltas at the output of each weight layer, padded to whole column blocks.
+        deltas = [Signal(data.ArrayLayout(signed(dw), p.cols(l) * N), name=f"d{l}")
+                  for l in range(L)]
+
+        # ---- fetch -------------------------------------------------------------------------
+        wps = p.act_words_per_slot
+        fidx = Signal(range(wps + 1))
+        fv = Signal()
+        fword = Signal(range(wps))
+        m.d.comb += [self.act_rd.addr.eq(slot * wps + fidx), self.act_rd.en.eq(1)]
+        m.d.sync += fv.eq(0)
+        with m.If(fv):
+            for l in range(L):
+                for c in range(p.cols(l)):
+                    with m.If(fword == p.act_base(l) + c):
+                        for n in range(N):
+                            j = c * N + n
+                            if l < L - 1:
+                                m.d.sync += acts[l][j].eq(self.act_rd.data[n])
+                            elif j < p.classes:
+                                m.d.sync += y[j].eq(self.act_rd.data[n][:fmt.prob_frac])
+
+        # ---- shared multiplier array ------------------------------------------------------
+        mode_grad = Signal()
+        op_a = Signal(data.ArrayLayout(signed(max(p.input_width, fmt.weight.width)), K * N))
+        op_d = Signal(data.ArrayLayout(signed(dw), N))
+        prod = Signal(data.ArrayLayout(signed(op_a.shape().elem_shape.width + dw), K * N))
+        for i in range(K * N):
+            m.d.sync += prod[i].eq(op_a[i] * op_d[i % N])
+
+        # Issue-stage counters shared by the delta and gradient phases.
+        layer = Signal(range(L))
+        row = Signal(range(max(p.rows(l) for l in range(L)) + 1))
+        col = Signal(range(max(p.cols(l) for l in range(L))))
+        addr = Signal(range(p.depth))
+        issuing = Signal()
+        dsel = Signal(data.ArrayLayout(signed(dw), N))   # d values of the issued column block
+        in1 = Signal(data.ArrayLayout(signed(p.input_width), K))
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        first1, first2 = Signal(), Signal()
+        last1, last2 = Signal(), Signal()
+        bias1 = Signal()
+        layer1 = Signal.like(layer)  # the gradient sweep crosses layers without draining
+        row1, row2, row3 = (Signal.like(row, name=f"row{i}") for i in (1, 2, 3))
+        addr1, addr2 = Signal.like(addr), Signal.like(addr)
+        gdat2 = Signal.like(self.g_rd.data)
+
+        rows = Array(Const(p.rows(l)) for l in range(L))
+        cols = Array(Const(p.cols(l)) for l in range(L))
+
+        m.d.comb += [
+            self.w_rd.addr.eq(addr), self.w_rd.en.eq(1),
+            self.g_rd.addr.eq(addr), self.g_rd.en.eq(1),
+            self.x_rd.addr.eq(slot * p.rows(0) + Mux(row == p.rows(0), 0, row)),
+            self.x_rd.en.eq(1),
+        ]
+        with m.If(issuing):
+            for l in range(L):
+                with m.If(layer == l):
+                    dblocks = Array(Cat(*(deltas[l][c * N + n] for n in range(N)))
+                                    for c in range(p.cols(l)))
+                    m.d.sync += dsel.as_value().eq(dblocks[col])
+                    if l > 0:
+                        for k in range(K):
+                            choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
+                            m.d.sync += in1[k].eq(Mux(row == p.rows(l), 1 if k == 0 else 0,
+                                                      choices[row]))
+        m.d.sync += [
+            v1.eq(issuing), first1.eq(col == 0), last1.eq(col == cols[layer] - 1),
+            bias1.eq(row == rows[layer]), row1.eq(row), addr1.eq(addr), layer1.eq(layer),
+            v2.eq(v1), first2.eq(first1), last2.eq(last1), row2.eq(row1), addr2.eq(addr1),
+            gdat2.eq(self.g_rd.data),
+        ]
+
+        # Operands at stage 1 (memory data valid).
+        m.d.comb += op_d.eq(dsel)
+        for k in range(K):
+            a_k = Signal(signed(p.input_width), name=f"a{k}")
+            with m.If(layer1 == 0):
+                m.d.comb += a_k.eq(Mux(bias1, 1 if k == 0 else 0, pixel_value(self.x_rd.data[k])))
+            with m.Else():
+                m.d.comb += a_k.eq(in1[k])
+            for n in range(N):
+                m.d.comb += op_a[k * N + n].eq(Mux(mode_grad, a_k, self.w_rd.data[k * N + n]))
+
+        # ---- delta phase: stage 2 sums over the lanes, stage 3 narrows ---------------------
+        eacc_w = op_a.shape().elem_shape.width + dw + (max(p.layers) + 1).bit_length() + 1
+        eacc = Signal(data.ArrayLayout(signed(eacc_w), K))
+        with m.If(v2 & ~mode_grad):
+            for k in range(K):
+                total = sum(prod[k * N + n] for n in range(N))
+                m.d.sync += eacc[k].eq(Mux(first2, 0, eacc[k]) + total)
+        m.d.sync += [v3.eq(v2 & last2 & ~mode_grad), row3.eq(row2)]
+        # The delta of layer l-1 from e = W_l d_l: d_l has prob_frac fraction bits at the
+        # output layer, delta.frac elsewhere.
+        for l in range(1, L):
+            f_d = fmt.prob_frac if l == L - 1 else fmt.delta.frac
+            shift = fmt.weight.frac + f_d - fmt.delta.frac
+            with m.If(v3 & (layer == l)):
+                for k in range(K):
+                    e = Signal(signed(fmt.delta.width), name=f"e{l}_{k}")
+                    m.d.comb += e.eq(saturate(round_shift(eacc[k], shift), fmt.delta))
+                    for r in range(p.rows(l)):
+                        with m.If(row3 == r):
+                            i = r * K + k
+                            pos = acts[l - 1][i] > 0
+                            m.d.sync += deltas[l - 1][i].eq(
+                                Mux(pos, e, round_shift(e, fmt.leak_shift)))
+
+        # ---- gradient phase: stage 2 read-modify-write --------------------------------------
+        m.d.comb += [self.g_wr.addr.eq(addr2), self.g_wr.en.eq(v2 & mode_grad)]
+        for i in range(K * N):
+            m.d.comb += self.g_wr.data[i].eq(
+                Mux(negate, gdat2[i] - prod[i], gdat2[i] + prod[i]))
+
+        # ---- control ------------------------------------------------------------------------
+        m.d.comb += self.done.eq(0)
+        pipe_empty = ~(issuing | v1 | v2 | v3)
+        def accept_start():
+            # Taken in IDLE and in DONE, so that a controller may start the next pass in the
+            # cycle that reports the end of this one.
+            with m.If(self.start):
+                m.d.sync += [slot.eq(self.slot), label.eq(self.label),
+                             do_grad.eq(self.grad), negate.eq(self.negate & ~self.delta),
+                             fidx.eq(0)]
+                with m.If(self.delta):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += [mode_grad.eq(1), layer.eq(0), row.eq(0), col.eq(0),
+                                 addr.eq(0), issuing.eq(1)]
+                    m.next = "GRAD"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                accept_start()
+            with m.State("FETCH"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [fidx.eq(fidx + 1), fv.eq(fidx < wps), fword.eq(fidx)]
+                with m.If(fidx == wps):
+                    m.next = "ERROR"
+            with m.State("ERROR"):
+                m.d.comb += self.busy.eq(1)
+                for j in range(p.classes):
+                    onehot = Mux(label == j, 1 << fmt.prob_frac, 0)
+                    m.d.sync += deltas[L - 1][j].eq(y[j] - onehot)
+                for j in range(p.classes, p.cols(L - 1) * N):
+                    m.d.sync += deltas[L - 1][j].eq(0)
+                m.d.sync += [mode_grad.eq(0), layer.eq(L - 1), row.eq(0), col.eq(0),
+                             addr.eq(p.base(L - 1)), issuing.eq(1)]
+                m.next = "DELTA"
+            with m.State("DELTA"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(issuing):
+                    # Rows of the layer, column blocks inside; the bias row is skipped.
+                    m.d.sync += addr.eq(addr + 1)
+                    with m.If(col == cols[layer] - 1):
+                        m.d.sync += [col.eq(0), row.eq(row + 1)]
+                        with m.If(row == rows[layer] - 1):
+                            m.d.sync += issuing.eq(0)
+                    with m.Else():
+                        m.d.sync += col.eq(col + 1)
+                with m.Elif(pipe_empty):
+                    with m.If(layer == 1):
+                        with m.If(do_grad):
+                            m.d.sync += [mode_grad.eq(1), layer.eq(0), row.eq(0), col.eq(0),
+                                         addr.eq(0), issuing.eq(1)]
+                            m.next = "GRAD"
+                        with m.Else():
+                            m.next = "DONE"
+                    with m.Else():
+                        base = Array(Const(p.base(l)) for l in range(L))
+                        m.d.sync += [layer.eq(layer - 1), row.eq(0), col.eq(0),
+                                     addr.eq(base[layer - 1]), issuing.eq(1)]
+            with m.State("GRAD"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(issuing):
+                    # One linear sweep: every layer's rows (the bias row included), blocks inside.
+                    m.d.sync += addr.eq(addr + 1)
+                    with m.If(col == cols[layer] - 1):
+                        m.d.sync += col.eq(0)
+                        with m.If(row == rows[layer]):
+                            m.d.sync += row.eq(0)
+                            with m.If(layer == L - 1):
+                                m.d.sync += issuing.eq(0)
+                            with m.Else():
+                                m.d.sync += layer.eq(layer + 1)
+                        with m.Else():
+                            m.d.sync += row.eq(row + 1)
+                    with m.Else():
+                        m.d.sync += col.eq(col + 1)
+                with m.Elif(pipe_empty):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
+                m.next = "IDLE"
+                accept_start()
+        return m

@@ -1,0 +1,396 @@
+"""The training core: engines, memories, per-label stash, controller and schedules.
+
+Speculative backpropagation (arXiv 2511.11640, after Park & Suh, IEEE Access 8, 2020) as
+specified in ``shared/docs/ALGORITHM.md``, with the arithmetic of ``docs/FIXED_POINT.md``.
+
+Memories and their ports (each memory has one owner, this module; read ports are synchronous
+and none is transparent: no engine ever reads a word in the cycle it is written):
+
+========================  ==========================  ===========================================
+memory                    port A                      port B
+========================  ==========================  ===========================================
+weights + biases          read: forward engine;       read: backward engine (training);
+                          update (batch boundary);    write: update (batch boundary). Port B's
+                          host readback (idle)        read and write share one address (one
+                                                      read/write block-RAM port)
+gradient accumulators     read: backward engine;      write: backward engine; update (clears)
+                          update
+input buffer (2 halves)   write: loader               read: forward engine
+stash pixels (per slot)   write: loader               read: backward engine
+stash activations + y     write: forward engine       read: backward engine
+========================  ==========================  ===========================================
+
+Stash slots. There are ``classes + 2`` slots: one per label (its latest sample), one for the
+sample in the forward engine and one being loaded. A label-to-slot table names each label's
+slot. A step writes its own slot while the speculative pass reads the label's old slot, so
+there is no hazard and no stall; at the end of the step the table points the label to the new
+slot and the old slot is freed for loading.
+
+Schedules (``schedule`` register): ``serial`` (forward, then backward), ``speculative`` (forward
+alongside a backward over the label's stash; accept if ``sum |y_stash - y| <= threshold``, else
+undo the speculative gradients exactly and run the normal backward), ``pipelined`` (forward of
+sample i alongside the backward of sample i-1, drained at each batch boundary).
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .backward import BackwardEngine
+from .forward import ForwardEngine
+from .params import PIPELINED, SERIAL, SPECULATIVE, CoreParams
+from .update import UpdateEngine
+
+__all__ = ["TrainingCore", "NOT_ATTEMPTED", "ACCEPTED", "REJECTED", "INFERENCE"]
+
+# Step kinds in the result stream (the first three as in golden.train).
+NOT_ATTEMPTED, ACCEPTED, REJECTED, INFERENCE = 0, 1, 2, 3
+
+COUNTER_WIDTH = 48
+
+
+def sample_layout(params):
+    """One input beat: K pixels; ``label`` and ``last`` are taken from a sample's last beat.
+
+    ``last`` marks the end of an epoch: the batch closes after that sample.
+    """
+    return data.StructLayout({
+        "pixels": data.ArrayLayout(unsigned(8), params.inputs),
+        "label": unsigned(4),
+        "last": unsigned(1),
+    })
+
+
+def result_layout(params):
+    """One result per sample: label, prediction, step kind and the step's cycles."""
+    return data.StructLayout({
+        "label": unsigned(4),
+        "prediction": unsigned(4),
+        "kind": unsigned(2),
+        "cycles": unsigned(24),
+    })
+
+
+class TrainingCore(wiring.Component):
+    """Trains an MLP on a stream of samples; see the module docstring.
+
+    Parameters
+    ----------
+    params : CoreParams
+    init : list of (W, b) int arrays, optional
+        Initial weights and biases in the fixed-point format (as from
+        :meth:`golden.fixed_model.FixedArith.init_params`); zeros if omitted.
+
+    Members
+    -------
+    i : In(stream.Signature(sample_layout))
+        Samples, ``rows_0`` beats each (K pixels a beat); gaps allowed.
+    o : Out(stream.Signature(result_layout))
+        One result per sample.
+    schedule : In(2)
+        0 serial, 1 speculative, 2 pipelined. Sampled at the start of each step.
+    threshold : In
+        Accept when ``sum_j |y_stash_j - y_j| <= threshold`` (probability LSBs); 0 never
+        speculates.
+    batch : In
+        Samples per weight update (1 .. max_batch).
+    infer : In(1)
+        Inference only: forward passes, no stash, no training.
+    idle : Out(1)
+        Nothing in flight (no sample loaded or in an engine, no pending backward or update).
+    rb_addr, rb_data : weight readback (one word, latency 1, valid while ``idle``).
+    cycles, samples, accepted, rejected, fwd_busy, bwd_busy, update_cycles : Out
+        Counters since reset.
+    """
+
+    def __init__(self, params, init=None):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"params must be a CoreParams, not {params!r}")
+        self._p = p = params
+        fmt = p.fmt
+        self._init = p.pack_params(init) if init is not None else None
+        super().__init__({
+            "i": In(stream.Signature(sample_layout(p))),
+            "o": Out(stream.Signature(result_layout(p))),
+            "schedule": In(2),
+            "threshold": In(p.threshold_width),
+            "batch": In(range(p.max_batch + 1)),
+            "infer": In(1),
+            "idle": Out(1),
+            "rb_addr": In(range(p.depth)),
+            "rb_data": Out(data.ArrayLayout(signed(fmt.weight.width), p.block)),
+            "cycles": Out(COUNTER_WIDTH),
+            "samples": Out(COUNTER_WIDTH),
+            "accepted": Out(COUNTER_WIDTH),
+            "rejected": Out(COUNTER_WIDTH),
+            "fwd_busy": Out(COUNTER_WIDTH),
+            "bwd_busy": Out(COUNTER_WIDTH),
+            "update_cycles": Out(COUNTER_WIDTH),
+        })
+        self.fwd = ForwardEngine(p)
+        self.bwd = BackwardEngine(p)
+        self.upd = UpdateEngine(p)
+        gshape = self.bwd.g_rd.data.shape()
+        wshape = data.ArrayLayout(signed(fmt.weight.width), p.block)
+        self.weights = memory.Memory(shape=wshape, depth=p.depth,
+                                     init=self._init or [])
+        self.grads = memory.Memory(shape=gshape, depth=p.depth, init=[])
+        self.xbuf = memory.Memory(shape=data.ArrayLayout(unsigned(8), p.inputs),
+                                  depth=2 * p.rows(0), init=[])
+        self.stash_x = memory.Memory(shape=data.ArrayLayout(unsigned(8), p.inputs),
+                                     depth=p.slots * p.rows(0), init=[])
+        self.stash_act = memory.Memory(shape=data.ArrayLayout(signed(fmt.act.width), p.lanes),
+                                       depth=p.slots * p.act_words_per_slot, init=[])
+
+    @property
+    def params(self):
+        return self._p
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        C = p.classes
+        fwd, bwd, upd = self.fwd, self.bwd, self.upd
+        m.submodules.fwd = fwd
+        m.submodules.bwd = bwd
+        m.submodules.upd = upd
+        for name in ("weights", "grads", "xbuf", "stash_x", "stash_act"):
+            m.submodules[name] = getattr(self, name)
+
+        # ---- memory ports and who drives them ----------------------------------------------
+        w_a = self.weights.read_port()
+        w_b = self.weights.read_port()
+        w_bw = self.weights.write_port()
+        g_r = self.grads.read_port()
+        g_w = self.grads.write_port()
+        xb_w = self.xbuf.write_port()
+        xb_r = self.xbuf.read_port()
+        sx_w = self.stash_x.write_port()
+        sx_r = self.stash_x.read_port()
+        sa_w = self.stash_act.write_port()
+        sa_r = self.stash_act.read_port()
+
+        updating = upd.busy
+        # Weights port A: update reads during the batch update, host readback when idle,
+        # the forward engine otherwise.
+        m.d.comb += [
+            w_a.addr.eq(Mux(updating, upd.w_rd.addr, Mux(self.idle, self.rb_addr,
+                                                         fwd.w_rd.addr))),
+            fwd.w_rd.data.eq(w_a.data), upd.w_rd.data.eq(w_a.data), self.rb_data.eq(w_a.data),
+            # Port B: one address for its read (backward engine) and write (update) sides.
+            w_b.addr.eq(Mux(updating, upd.w_wr.addr, bwd.w_rd.addr)),
+            w_bw.addr.eq(w_b.addr),
+            w_bw.data.eq(upd.w_wr.data), w_bw.en.eq(upd.w_wr.en),
+            bwd.w_rd.data.eq(w_b.data),
+            # Accumulators: the backward engine's read-modify-write, or the update's clear.
+            g_r.addr.eq(Mux(updating, upd.g_rd.addr, bwd.g_rd.addr)),
+            bwd.g_rd.data.eq(g_r.data), upd.g_rd.data.eq(g_r.data),
+            g_w.addr.eq(Mux(updating, upd.g_wr.addr, bwd.g_wr.addr)),
+            g_w.data.eq(Mux(updating, upd.g_wr.data, bwd.g_wr.data)),
+            g_w.en.eq(Mux(updating, upd.g_wr.en, bwd.g_wr.en)),
+            # Input buffer and stash pixels: the forward / backward engine reads.
+            xb_r.addr.eq(fwd.x_rd.addr), fwd.x_rd.data.eq(xb_r.data),
+            sx_r.addr.eq(bwd.x_rd.addr), bwd.x_rd.data.eq(sx_r.data),
+            # Stash activations: written by the forward engine, read by the backward engine.
+            sa_w.addr.eq(fwd.act_wr.addr), sa_w.data.eq(fwd.act_wr.data),
+            sa_w.en.eq(fwd.act_wr.en),
+            sa_r.addr.eq(bwd.act_rd.addr), bwd.act_rd.data.eq(sa_r.data),
+        ]
+
+        # ---- slots: free set, label table --------------------------------------------------
+        free = Signal(p.slots, init=(1 << C) | (1 << (C + 1)))
+        slot_of = Array(Signal(range(p.slots), init=label, name=f"slot_of{label}")
+                        for label in range(C))
+        valid = Signal(C)
+        free_lowest = Signal(range(p.slots))
+        for s in reversed(range(p.slots)):
+            with m.If(free[s]):
+                m.d.comb += free_lowest.eq(s)
+        free_set = Signal(p.slots)    # slots freed this cycle
+        free_clr = Signal(p.slots)    # slots taken this cycle
+        m.d.sync += free.eq((free | free_set) & ~free_clr)
+
+        # ---- loader ------------------------------------------------------------------------
+        rows0 = p.rows(0)
+        half_busy = Signal(2)
+        half_set = Signal(2)
+        half_clr = Signal(2)
+        m.d.sync += half_busy.eq((half_busy | half_set) & ~half_clr)
+        l_active = Signal()
+        l_slot = Signal(range(p.slots))
+        l_half = Signal()
+        l_count = Signal(range(rows0))
+        ready = Signal()            # a loaded sample waits for the controller
+        r_slot = Signal(range(p.slots))
+        r_half = Signal()
+        r_label = Signal(4)
+        r_last = Signal()
+        take = Signal()             # the controller takes the loaded sample this cycle
+        with m.If(take):
+            m.d.sync += ready.eq(0)
+        next_half = Signal()
+        with m.If(~l_active & ~ready & (free != 0) & ~half_busy.bit_select(next_half, 1)):
+            m.d.sync += [l_active.eq(1), l_slot.eq(free_lowest), l_half.eq(next_half),
+                         l_count.eq(0), next_half.eq(~next_half)]
+            m.d.comb += [free_clr.eq(1 << free_lowest), half_set.eq(1 << next_half)]
+        m.d.comb += self.i.ready.eq(l_active)
+        m.d.comb += [
+            xb_w.addr.eq(l_half * rows0 + l_count), xb_w.data.eq(self.i.payload.pixels),
+            sx_w.addr.eq(l_slot * rows0 + l_count), sx_w.data.eq(self.i.payload.pixels),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
+            m.d.sync += l_count.eq(l_count + 1)
+            with m.If(l_count == rows0 - 1):
+                m.d.sync += [l_active.eq(0), ready.eq(1), r_slot.eq(l_slot), r_half.eq(l_half),
+                             r_label.eq(self.i.payload.label), r_last.eq(self.i.payload.last)]
+
+        # ---- controller --------------------------------------------------------------------
+        cur_slot = Signal(range(p.slots))
+        cur_half = Signal()
+        cur_label = Signal(range(C))
+        cur_last = Signal()
+        cur_sched = Signal(2)
+        kind = Signal(2)
+        count = Signal(range(p.max_batch + 1))      # samples in the current batch so far
+        pend = Signal()                             # pipelined: a backward is pending
+        pend_slot = Signal(range(p.slots))
+        pend_label = Signal(range(C))
+        spec_slot = Signal(range(p.slots))
+        fwd_seen = Signal()
+        bwd_seen = Signal()
+        step_cycles = Signal(24)
+        batch_end = Signal()
+        m.d.comb += batch_end.eq((count + 1 >= self.batch) | cur_last)
+
+        def start_fwd(stash=1):
+            return [fwd.start.eq(1), fwd.half.eq(r_half), fwd.slot.eq(r_slot),
+                    fwd.stash.eq(stash)]
+
+        def start_bwd(slot, label, delta=1, grad=1, negate=0):
+            return [bwd.start.eq(1), bwd.slot.eq(slot), bwd.label.eq(label),
+                    bwd.delta.eq(delta), bwd.grad.eq(grad), bwd.negate.eq(negate)]
+
+        with m.If(fwd.done):
+            m.d.comb += half_clr.eq(1 << cur_half)
+        m.d.sync += step_cycles.eq(step_cycles + 1)
+
+        # Speculation distance: sum over classes of |y_stash - y|.
+        dist = Signal(range(2 * C << p.fmt.prob_frac))
+        m.d.sync += dist.eq(sum(Mux(bwd.y[j] > fwd.y[j], bwd.y[j] - fwd.y[j],
+                                    fwd.y[j] - bwd.y[j]) for j in range(C)))
+
+        m.d.comb += [self.o.payload.label.eq(cur_label),
+                     self.o.payload.prediction.eq(fwd.prediction),
+                     self.o.payload.kind.eq(kind), self.o.payload.cycles.eq(step_cycles)]
+
+        label_in = r_label[:(C - 1).bit_length()]
+        with m.FSM():
+            with m.State("WAIT"):
+                # A loader that has claimed a slot but received no beat holds no sample.
+                m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~pend
+                                         & (count == 0))
+                with m.If(ready):
+                    m.d.comb += take.eq(1)
+                    m.d.sync += [cur_slot.eq(r_slot), cur_half.eq(r_half), cur_label.eq(label_in),
+                                 cur_last.eq(r_last), cur_sched.eq(self.schedule),
+                                 step_cycles.eq(1), fwd_seen.eq(0), bwd_seen.eq(0),
+                                 kind.eq(NOT_ATTEMPTED), spec_slot.eq(slot_of[label_in])]
+                    with m.If(self.infer):
+                        m.d.comb += start_fwd(stash=0)
+                        m.d.sync += kind.eq(INFERENCE)
+                        m.next = "INFER"
+                    with m.Elif((self.schedule == SPECULATIVE) & (self.threshold != 0)
+                                & valid.bit_select(label_in, 1)):
+                        m.d.comb += start_fwd()
+                        m.d.comb += start_bwd(slot_of[label_in], label_in)
+                        m.next = "SPEC"
+                    with m.Elif(self.schedule == PIPELINED):
+                        m.d.comb += start_fwd()
+                        with m.If(pend):
+                            m.d.comb += start_bwd(pend_slot, pend_label)
+                        with m.Else():
+                            m.d.sync += bwd_seen.eq(1)
+                        m.next = "PIPE"
+                    with m.Else():
+                        m.d.comb += start_fwd()
+                        m.next = "SERIAL_FWD"
+            with m.State("INFER"):
+                with m.If(fwd.done):
+                    m.d.comb += free_set.eq(1 << cur_slot)
+                    m.next = "RESULT"
+            with m.State("SERIAL_FWD"):
+                with m.If(fwd.done):
+                    m.d.comb += start_bwd(cur_slot, cur_label)
+                    m.next = "BWD"
+            with m.State("BWD"):
+                with m.If(bwd.done):
+                    m.next = "STEP_END"
+            with m.State("SPEC"):
+                with m.If(fwd.done):
+                    m.d.sync += fwd_seen.eq(1)
+                with m.If(bwd.done):
+                    m.d.sync += bwd_seen.eq(1)
+                with m.If((fwd_seen | fwd.done) & (bwd_seen | bwd.done)):
+                    m.next = "COMPARE"
+            with m.State("COMPARE"):
+                # dist was registered from y_stash (backward engine) and y (forward engine).
+                with m.If(dist <= self.threshold):
+                    m.d.sync += kind.eq(ACCEPTED)
+                    m.next = "STEP_END"
+                with m.Else():
+                    m.d.sync += kind.eq(REJECTED)
+                    m.d.comb += start_bwd(spec_slot, cur_label, delta=0, grad=1, negate=1)
+                    m.next = "UNDO"
+            with m.State("UNDO"):
+                with m.If(bwd.done):
+                    m.d.comb += start_bwd(cur_slot, cur_label)
+                    m.next = "BWD"
+            with m.State("PIPE"):
+                with m.If(fwd.done):
+                    m.d.sync += fwd_seen.eq(1)
+                with m.If(bwd.done):
+                    m.d.sync += bwd_seen.eq(1)
+                with m.If((fwd_seen | fwd.done) & (bwd_seen | bwd.done)):
+                    with m.If(batch_end):
+                        m.d.comb += start_bwd(cur_slot, cur_label)
+                        m.d.sync += pend.eq(0)
+                        m.next = "BWD"
+                    with m.Else():
+                        m.d.sync += [pend.eq(1), pend_slot.eq(cur_slot),
+                                     pend_label.eq(cur_label)]
+                        m.next = "STEP_END"
+            with m.State("STEP_END"):
+                # The sample becomes its label's stash entry; the label's old slot is freed.
+                m.d.sync += slot_of[cur_label].eq(cur_slot)
+                m.d.sync += valid.eq(valid | (1 << cur_label))
+                m.d.comb += free_set.eq(1 << slot_of[cur_label])
+                m.next = "RESULT"
+            with m.State("RESULT"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.d.sync += self.samples.eq(self.samples + 1)
+                    with m.If(kind == ACCEPTED):
+                        m.d.sync += self.accepted.eq(self.accepted + 1)
+                    with m.If(kind == REJECTED):
+                        m.d.sync += self.rejected.eq(self.rejected + 1)
+                    with m.If(kind == INFERENCE):
+                        m.next = "WAIT"
+                    with m.Elif(batch_end):
+                        m.d.comb += upd.start.eq(1)
+                        m.d.sync += count.eq(0)
+                        m.next = "UPDATE"
+                    with m.Else():
+                        m.d.sync += count.eq(count + 1)
+                        m.next = "WAIT"
+            with m.State("UPDATE"):
+                with m.If(upd.done):
+                    m.next = "WAIT"
+
+        m.d.sync += [
+            self.cycles.eq(self.cycles + 1),
+            self.fwd_busy.eq(self.fwd_busy + fwd.busy),
+            self.bwd_busy.eq(self.bwd_busy + bwd.busy),
+            self.update_cycles.eq(self.update_cycles + upd.busy),
+        ]
+        return m

@@ -1,0 +1,263 @@
+"""Forward engine: all layers, leaky ReLU, the fixed-point softmax and the prediction.
+
+Arithmetic: ``docs/FIXED_POINT.md`` ("Forward pass"), bit-exact with
+:func:`golden.fixed_model.forward_layer` and :func:`golden.fixed_model.softmax`.
+
+Schedule. For each layer, for each column block ``c`` of N neurons, the engine walks the
+``rows + 1`` rows of the block (K inputs per row; the last row is the bias, with input
+``2**frac_in`` on element 0): one weight word per cycle, ``K x N`` products per cycle. Column
+blocks follow each other without bubbles; a layer waits for the previous layer's last block to
+leave the pipeline (``PIPE`` cycles). The output layer's logits then go through the softmax.
+Cycles of one forward pass: ``sum_l (cols_l * (rows_l + 1) + PIPE) + softmax.latency + 3``
+(see :mod:`specbp_hw.cycles`).
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .arith import round_shift, saturate
+from .params import CoreParams, addr_width
+from .softmax import Softmax
+
+__all__ = ["ForwardEngine"]
+
+
+def pixel_value(p):
+    """u0.8 input from a uint8 pixel: ``p + (p >> 7)`` = round(256 p / 255)."""
+    return p + p[7]
+
+
+class ForwardEngine(wiring.Component):
+    """Forward passes over the sample in one half of the input buffer.
+
+    Parameters
+    ----------
+    params : CoreParams
+
+    Members
+    -------
+    start : In(1)
+        Pulse: run a forward pass over input-buffer half ``half``, stashing activations and
+        ``y`` into stash slot ``slot`` (when ``stash`` is high).
+    done : Out(1)
+        Pulse when ``y`` and ``prediction`` are valid; they hold until the next start.
+    busy : Out(1)
+    w_rd : In(ReadPort.Signature)
+        Weight memory read port (synchronous, latency 1).
+    x_rd : In(ReadPort.Signature)
+        Input buffer read port: word ``half * rows_0 + r`` holds pixels ``r*K .. r*K+K-1``.
+    act_wr : In(WritePort.Signature)
+        Stash activation memory write port (word = N values).
+    """
+
+    PIPE = 4  # issue -> data -> products -> accumulate -> narrowed output
+
+    def __init__(self, params):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"params must be a CoreParams, not {params!r}")
+        self._p = p = params
+        fmt = p.fmt
+        self._softmax = Softmax(fmt, p.classes)
+        super().__init__({
+            "start": In(1),
+            "half": In(1),
+            "slot": In(range(p.slots)),
+            "stash": In(1),
+            "done": Out(1),
+            "busy": Out(1),
+            "y": Out(data.ArrayLayout(unsigned(fmt.prob_frac), p.classes)),
+            "prediction": Out(range(p.classes)),
+            "w_rd": In(memory.ReadPort.Signature(
+                addr_width=addr_width(p.depth),
+                shape=data.ArrayLayout(signed(fmt.weight.width), p.block))),
+            "x_rd": In(memory.ReadPort.Signature(
+                addr_width=addr_width(2 * p.rows(0)),
+                shape=data.ArrayLayout(unsigned(8), p.inputs))),
+            "act_wr": In(memory.WritePort.Signature(
+                addr_width=addr_width(p.slots * p.act_words_per_slot),
+                shape=data.ArrayLayout(signed(fmt.act.width), p.lanes))),
+        })
+
+    @property
+    def params(self):
+        return self._p
+
+    @property
+    def softmax_latency(self):
+        return self._softmax.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        fmt = p.fmt
+        K, N, L = p.inputs, p.lanes, p.n_layers
+        m.submodules.softmax = softmax = self._softmax
+
+        # Per-layer constants, indexed by the layer counter.
+        rows = Array(Const(p.rows(l)) for l in range(L))
+        cols = Array(Const(p.cols(l)) for l in range(L))
+        base = Array(Const(p.base(l)) for l in range(L))
+        act_base = Array(Const(p.act_base(l)) for l in range(L))
+
+        # Local activations: the outputs of every hidden layer, inputs of the next.
+        hidden = [p.layers[l + 1] for l in range(L - 1)]
+        acts = [Signal(data.ArrayLayout(signed(fmt.act.width), n), name=f"acts{l}")
+                for l, n in enumerate(hidden)]
+        logits = Signal(data.ArrayLayout(signed(fmt.act.width), p.cols(L - 1) * N))
+
+        # Issue stage.
+        layer = Signal(range(L))
+        col = Signal(range(max(p.cols(l) for l in range(L))))
+        row = Signal(range(max(p.rows(l) for l in range(L)) + 1))
+        addr = Signal.like(self.w_rd.addr)
+        issuing = Signal()
+        slot = Signal.like(self.slot)
+        half = Signal()
+        stash = Signal()
+
+        # Pipeline registers. Stage 1: memory data valid. Stage 2: products. Stage 3: sums.
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        first1, first2 = Signal(), Signal()
+        last1, last2, last3 = Signal(), Signal(), Signal()
+        bias1 = Signal()
+        col1, col2, col3 = (Signal.like(col, name=f"col{i}") for i in (1, 2, 3))
+        in1 = Signal(data.ArrayLayout(signed(p.input_width), K))
+        prod = Signal(data.ArrayLayout(signed(p.input_width + fmt.weight.width), K * N))
+        acc_width = p.input_width + fmt.weight.width + (max(p.layers[:-1]) + 1).bit_length() + 1
+        acc = Signal(data.ArrayLayout(signed(acc_width), N))
+
+        m.d.comb += [
+            self.w_rd.addr.eq(addr),
+            self.w_rd.en.eq(1),
+            # The bias row reads word 0 (its data is not used) to stay inside the buffer.
+            self.x_rd.addr.eq(half * p.rows(0) + Mux(row == p.rows(0), 0, row)),
+            self.x_rd.en.eq(1),
+        ]
+
+        # Stage 1 inputs for hidden layers come from the local activations, registered so that
+        # they arrive with the memory data.
+        with m.If(issuing):
+            for l in range(1, L):
+                with m.If(layer == l):
+                    for k in range(K):
+                        choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
+                        m.d.sync += in1[k].eq(Mux(row == p.rows(l),
+                                                  (1 << fmt.act.frac) if k == 0 else 0,
+                                                  choices[row]))
+        m.d.sync += [
+            v1.eq(issuing), first1.eq(row == 0), last1.eq(row == rows[layer]),
+            bias1.eq(row == rows[layer]), col1.eq(col),
+            v2.eq(v1), first2.eq(first1), last2.eq(last1), col2.eq(col1),
+            v3.eq(v2 & last2), col3.eq(col2),
+        ]
+
+        # Stage 1 -> 2: products.
+        for k in range(K):
+            x = Signal(signed(p.input_width), name=f"x{k}")
+            with m.If(layer == 0):
+                m.d.comb += x.eq(Mux(bias1, (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
+                                     pixel_value(self.x_rd.data[k])))
+            with m.Else():
+                m.d.comb += x.eq(in1[k])
+            for n in range(N):
+                m.d.sync += prod[k * N + n].eq(x * self.w_rd.data[k * N + n])
+
+        # Stage 2 -> 3: accumulate over rows.
+        with m.If(v2):
+            for n in range(N):
+                total = sum(prod[k * N + n] for k in range(K))
+                m.d.sync += acc[n].eq(Mux(first2, 0, acc[n]) + total)
+
+        # Stage 3 -> output: narrow (round to nearest, saturate), leaky ReLU, write the block.
+        z = Signal(data.ArrayLayout(signed(fmt.act.width), N))
+        a = Signal(data.ArrayLayout(signed(fmt.act.width), N))
+        shifts = (fmt.PIXEL_FRAC + fmt.weight.frac - fmt.act.frac,
+                  fmt.act.frac + fmt.weight.frac - fmt.act.frac)
+        for n in range(N):
+            rounded = Signal(signed(acc_width), name=f"rounded{n}")
+            m.d.comb += rounded.eq(Mux(layer == 0, round_shift(acc[n], shifts[0]),
+                                       round_shift(acc[n], shifts[1])))
+            m.d.comb += z[n].eq(saturate(rounded, fmt.act))
+            m.d.comb += a[n].eq(Mux(z[n] > 0, z[n], round_shift(z[n], fmt.leak_shift)))
+        hidden_out = Signal()
+        m.d.comb += hidden_out.eq(layer != L - 1)
+        with m.If(v3):
+            with m.If(hidden_out):
+                m.d.comb += [
+                    self.act_wr.addr.eq(slot * p.act_words_per_slot + act_base[layer] + col3),
+                    self.act_wr.data.eq(a),
+                    self.act_wr.en.eq(stash),
+                ]
+                for l in range(L - 1):
+                    with m.If(layer == l):
+                        for c in range(p.cols(l)):
+                            with m.If(col3 == c):
+                                for n in range(N):
+                                    m.d.sync += acts[l][c * N + n].eq(a[n])
+            with m.Else():
+                for c in range(p.cols(L - 1)):
+                    with m.If(col3 == c):
+                        for n in range(N):
+                            m.d.sync += logits[c * N + n].eq(z[n])
+
+        pipe_empty = ~(v1 | v2 | v3 | issuing)
+        m.d.comb += self.done.eq(0)
+        for c in range(p.classes):
+            m.d.comb += softmax.i.payload[c].eq(logits[c])
+        y_words = p.cols(L - 1)
+        y_col = Signal(range(y_words + 1))
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [layer.eq(0), col.eq(0), row.eq(0), addr.eq(p.base(0)),
+                                 slot.eq(self.slot), half.eq(self.half), stash.eq(self.stash),
+                                 issuing.eq(1)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(issuing):
+                    with m.If(row == rows[layer]):
+                        m.d.sync += row.eq(0)
+                        with m.If(col == cols[layer] - 1):
+                            m.d.sync += issuing.eq(0)
+                        with m.Else():
+                            m.d.sync += [col.eq(col + 1), addr.eq(base[layer] + col + 1)]
+                    with m.Else():
+                        m.d.sync += [row.eq(row + 1), addr.eq(addr + cols[layer])]
+                with m.Elif(pipe_empty):
+                    with m.If(layer == L - 1):
+                        m.next = "SOFTMAX"
+                    with m.Else():
+                        m.d.sync += [layer.eq(layer + 1), col.eq(0), row.eq(0),
+                                     addr.eq(base[layer + 1]), issuing.eq(1)]
+            with m.State("SOFTMAX"):
+                m.d.comb += [self.busy.eq(1), softmax.i.valid.eq(1)]
+                with m.If(softmax.i.ready):
+                    m.next = "WAIT_Y"
+            with m.State("WAIT_Y"):
+                m.d.comb += [self.busy.eq(1), softmax.o.ready.eq(1)]
+                with m.If(softmax.o.valid):
+                    m.d.sync += [self.y.eq(softmax.o.payload.y),
+                                 self.prediction.eq(softmax.o.payload.prediction),
+                                 y_col.eq(0)]
+                    m.next = "WRITE_Y"
+            with m.State("WRITE_Y"):
+                m.d.comb += self.busy.eq(1)
+                # y goes into the stash slot after the hidden activations, N values a word.
+                word = Signal(data.ArrayLayout(signed(fmt.act.width), N))
+                for c in range(y_words):
+                    with m.If(y_col == c):
+                        for n in range(N):
+                            if c * N + n < p.classes:
+                                m.d.comb += word[n].eq(self.y[c * N + n])
+                m.d.comb += [
+                    self.act_wr.addr.eq(slot * p.act_words_per_slot + p.act_base(L - 1) + y_col),
+                    self.act_wr.data.eq(word),
+                    self.act_wr.en.eq(stash),
+                ]
+                m.d.sync += y_col.eq(y_col + 1)
+                with m.If(y_col == y_words - 1):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,205 @@
+"""Parameters and memory geometry of the training core.
+
+The core computes ``lanes`` neurons side by side and consumes ``inputs`` (K) inputs per cycle,
+so each engine has ``K x N`` multipliers. Weights of layer ``l`` are stored in blocks of
+``K x N``: the word at ``base + r * cols + c`` holds ``W[r*K + k][c*N + n]`` in element
+``k * N + n``. After the ``rows`` weight rows of a layer comes one bias row (element ``n`` of
+word ``c`` is ``b[c*N + n]``, the other elements stay zero). The gradient accumulators use the
+same layout.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.fixed import FixedFormat
+
+__all__ = ["CoreParams", "SCHEDULES", "SERIAL", "SPECULATIVE", "PIPELINED", "addr_width"]
+
+SERIAL, SPECULATIVE, PIPELINED = 0, 1, 2
+SCHEDULES = {"serial": SERIAL, "speculative": SPECULATIVE, "pipelined": PIPELINED}
+
+
+def addr_width(depth):
+    """Address bits of a memory with ``depth`` words."""
+    return max(1, (depth - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class CoreParams:
+    """Everything that fixes the hardware of one training core.
+
+    Parameters
+    ----------
+    layers : tuple of int
+        Layer sizes, input first. ``inputs`` must divide every layer's input size and
+        ``lanes`` every hidden layer's size; the output layer is padded to a multiple of lanes.
+    lanes : int
+        Neurons computed side by side (N).
+    inputs : int
+        Inputs consumed per cycle (K).
+    fmt : golden.fixed.FixedFormat
+        The arithmetic (nearest rounding only in gateware).
+    max_batch : int
+        Largest batch size register value; sizes the gradient accumulators.
+    lr : float
+        Learning rate, a synthesis-time constant.
+    clip : float
+        Gradient clip, a synthesis-time constant.
+    """
+
+    layers: tuple = (784, 16, 16, 10)
+    lanes: int = 16
+    inputs: int = 1
+    fmt: FixedFormat = FixedFormat(max_batch=16)
+    max_batch: int = 16
+    lr: float = 0.01
+    clip: float = 5.0
+
+    def __post_init__(self):
+        layers = tuple(self.layers)
+        if len(layers) < 3 or not all(isinstance(n, (int, np.integer)) and n > 0
+                                      for n in layers):
+            raise ValueError(f"The core needs at least one hidden layer: layer sizes must be "
+                             f"three or more positive integers, not {self.layers!r}")
+        object.__setattr__(self, "layers", tuple(int(n) for n in layers))
+        for name in ("lanes", "inputs", "max_batch"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        if not isinstance(self.fmt, FixedFormat):
+            raise TypeError(f"fmt must be a golden.fixed.FixedFormat, not {self.fmt!r}")
+        if self.fmt.rounding != "nearest":
+            raise ValueError("The gateware implements nearest rounding only; stochastic "
+                             "rounding exists in the model (golden) but not yet in hardware")
+        if self.fmt.max_batch < self.max_batch:
+            raise ValueError(f"fmt.max_batch ({self.fmt.max_batch}) must be at least the "
+                             f"core's max_batch ({self.max_batch})")
+        for l, n_in in enumerate(layers[:-1]):
+            if n_in % self.inputs:
+                raise ValueError(f"inputs per cycle ({self.inputs}) must divide every layer's "
+                                 f"input size; layer {l} has {n_in}")
+        for l, n_out in enumerate(layers[1:-1]):
+            if n_out % self.lanes:
+                raise ValueError(f"lanes ({self.lanes}) must divide every hidden layer's size; "
+                                 f"hidden layer {l} has {n_out}")
+        if layers[-1] > 16 or layers[-1] < 2:
+            raise ValueError(f"The output layer must have 2 to 16 classes, not {layers[-1]}")
+        if self.fmt.prob_frac >= self.fmt.act.width:
+            raise ValueError("prob_frac must be below the activation width (y is stashed in "
+                             "activation words)")
+        self.fmt.lr_int(self.lr)
+
+    # -- geometry ----------------------------------------------------------------------------
+
+    @property
+    def n_layers(self):
+        """Weight layers."""
+        return len(self.layers) - 1
+
+    @property
+    def classes(self):
+        return self.layers[-1]
+
+    @property
+    def slots(self):
+        """Stash slots: one per label, one for the sample in the forward engine, one loading."""
+        return self.classes + 2
+
+    def rows(self, l):
+        """Weight rows (blocks of K inputs) of layer ``l``, the bias row excluded."""
+        return self.layers[l] // self.inputs
+
+    def cols(self, l):
+        """Column blocks (of N neurons) of layer ``l``."""
+        return -(-self.layers[l + 1] // self.lanes)
+
+    def words(self, l):
+        """Memory words of layer ``l``: weight rows plus the bias row, times column blocks."""
+        return (self.rows(l) + 1) * self.cols(l)
+
+    def base(self, l):
+        """First word of layer ``l`` in the weight and accumulator memories."""
+        return sum(self.words(i) for i in range(l))
+
+    @property
+    def depth(self):
+        return self.base(self.n_layers)
+
+    def act_words(self, l):
+        """Words (of N values) of the stashed output of layer ``l`` (the last: y)."""
+        return self.cols(l)
+
+    def act_base(self, l):
+        return sum(self.act_words(i) for i in range(l))
+
+    @property
+    def act_words_per_slot(self):
+        return self.act_base(self.n_layers)
+
+    @property
+    def block(self):
+        """Elements per memory word: K x N."""
+        return self.inputs * self.lanes
+
+    def grad_frac(self, l):
+        return self.fmt.grad_frac(l, self.n_layers)
+
+    def grad_width(self, l):
+        f = FixedFormat.replace(self.fmt, max_batch=self.max_batch)
+        return max(f.grad_width(l, self.n_layers), f.grad_width(l, self.n_layers, bias=True))
+
+    @property
+    def input_width(self):
+        """Width of a multiplier's input operand: pixels (0..256) or activations."""
+        return max(self.fmt.act.width, 10)
+
+    @property
+    def threshold_width(self):
+        return (2 * self.classes << self.fmt.prob_frac).bit_length() + 1
+
+    # -- conversions between the golden model's arrays and memory words -----------------------
+
+    def pack_params(self, params):
+        """Golden ``[(W, b), ...]`` (int arrays) to a list of per-word element lists."""
+        K, N = self.inputs, self.lanes
+        words = []
+        for l, (w, b) in enumerate(params):
+            n_out = self.layers[l + 1]
+            for r in range(self.rows(l) + 1):
+                for c in range(self.cols(l)):
+                    word = [0] * self.block
+                    for n in range(N):
+                        j = c * N + n
+                        if j >= n_out:
+                            continue
+                        if r < self.rows(l):
+                            for k in range(K):
+                                word[k * N + n] = int(w[r * K + k, j])
+                        else:
+                            word[n] = int(b[j])
+                    words.append(word)
+        return words
+
+    def unpack_params(self, words):
+        """Inverse of :meth:`pack_params`: per-word element lists to ``[(W, b), ...]``."""
+        K, N = self.inputs, self.lanes
+        params = []
+        for l in range(self.n_layers):
+            n_in, n_out = self.layers[l], self.layers[l + 1]
+            w = np.zeros((n_in, n_out), np.int64)
+            b = np.zeros(n_out, np.int64)
+            for r in range(self.rows(l) + 1):
+                for c in range(self.cols(l)):
+                    word = words[self.base(l) + r * self.cols(l) + c]
+                    for n in range(N):
+                        j = c * N + n
+                        if j >= n_out:
+                            continue
+                        if r < self.rows(l):
+                            for k in range(K):
+                                w[r * K + k, j] = word[k * N + n]
+                        else:
+                            b[j] = word[n]
+            params.append((w, b))
+        return params

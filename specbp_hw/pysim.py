@@ -1,0 +1,95 @@
+"""Train the core in Amaranth's Python simulator and return plain arrays.
+
+Slow (thousands of cycles per second) but needs nothing beyond Amaranth: tests and short runs.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from .core import TrainingCore
+from .params import SCHEDULES, CoreParams
+from .testing import stream_get, stream_put
+
+__all__ = ["RtlRun", "run_pysim", "schedule_code"]
+
+
+@dataclass
+class RtlRun:
+    """What a run of the core produced."""
+
+    params: list          # [(W, b), ...] int64, read back from the weight memory
+    kinds: np.ndarray     # per sample: 0 not attempted, 1 accepted, 2 rejected, 3 inference
+    predictions: np.ndarray
+    step_cycles: np.ndarray
+    counters: dict
+    grads: list = None    # accumulator words at the end (all zero after a closing update)
+    stash: dict = None    # label -> slot table and validity
+
+
+def schedule_code(schedule):
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+    return SCHEDULES[schedule]
+
+
+def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, batch=15,
+              infer=False, gaps=None, vcd=None):
+    """Stream ``images``/``labels`` through a :class:`TrainingCore` and collect the results.
+
+    The last sample is marked ``last`` (the batch closes after it, as the golden model closes
+    an epoch). ``threshold`` is the integer register value (probability LSBs).
+    """
+    if not isinstance(params, CoreParams):
+        raise TypeError(f"params must be a CoreParams, not {params!r}")
+    core = TrainingCore(params, init=init)
+    K = params.inputs
+    rows0 = params.rows(0)
+    n = len(labels)
+    results = []
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+
+    async def producer(ctx):
+        ctx.set(core.schedule, schedule_code(schedule))
+        ctx.set(core.threshold, threshold)
+        ctx.set(core.batch, batch)
+        ctx.set(core.infer, int(infer))
+        for i in range(n):
+            for r in range(rows0):
+                await stream_put(ctx, core.i, {
+                    "pixels": [int(v) for v in images[i, r * K:(r + 1) * K]],
+                    "label": int(labels[i]), "last": int(i == n - 1)}, gaps=gaps)
+
+    async def consumer(ctx):
+        for _ in range(n):
+            results.append(await stream_get(ctx, core.o, gaps=gaps))
+        await ctx.tick().until(core.idle)
+        # Read back through the host port, as a board host would.
+        words = []
+        for a in range(params.depth):
+            ctx.set(core.rb_addr, a)
+            await ctx.tick()
+            words.append([int(v) for v in ctx.get(core.rb_data)])
+        out["words"] = words
+        out["grads"] = [[int(v) for v in ctx.get(core.grads.data[a])]
+                        for a in range(params.depth)]
+        out["counters"] = {name: ctx.get(getattr(core, name)) for name in
+                           ("cycles", "samples", "accepted", "rejected", "fwd_busy",
+                            "bwd_busy", "update_cycles")}
+
+    out = {}
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+    return RtlRun(params=params.unpack_params(out["words"]),
+                  kinds=np.array([r.kind for r in results]),
+                  predictions=np.array([r.prediction for r in results]),
+                  step_cycles=np.array([r.cycles for r in results]),
+                  counters=out["counters"], grads=out["grads"])

@@ -1,0 +1,132 @@
+"""Batch update: ``w <- sat(w - round(round(clip(G)) * LR))`` and the accumulators cleared.
+
+Arithmetic: ``docs/FIXED_POINT.md`` ("Batch update"), bit-exact with
+:meth:`golden.fixed_model.FixedArith.update` (nearest rounding). One linear sweep over every
+weight/accumulator word, ``K x N`` parameters per cycle: ``depth + PIPE`` cycles.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .arith import round_shift, saturate
+from .params import CoreParams, addr_width
+
+__all__ = ["UpdateEngine"]
+
+
+class UpdateEngine(wiring.Component):
+    """Applies the accumulated gradients to the weights and clears the accumulators.
+
+    Members
+    -------
+    start : In(1)
+        Pulse: sweep all words.
+    done : Out(1)
+        Pulse after the last word is written.
+    busy : Out(1)
+    """
+
+    PIPE = 4  # issue -> data/clip -> multiply -> write
+
+    def __init__(self, params):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"params must be a CoreParams, not {params!r}")
+        self._p = p = params
+        fmt = p.fmt
+        aw = addr_width(p.depth)
+        wshape = data.ArrayLayout(signed(fmt.weight.width), p.block)
+        gshape = data.ArrayLayout(signed(max(p.grad_width(l) for l in range(p.n_layers))),
+                                  p.block)
+        super().__init__({
+            "start": In(1),
+            "done": Out(1),
+            "busy": Out(1),
+            "w_rd": In(memory.ReadPort.Signature(addr_width=aw, shape=wshape)),
+            "w_wr": In(memory.WritePort.Signature(addr_width=aw, shape=wshape)),
+            "g_rd": In(memory.ReadPort.Signature(addr_width=aw, shape=gshape)),
+            "g_wr": In(memory.WritePort.Signature(addr_width=aw, shape=gshape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        fmt = p.fmt
+        L = p.n_layers
+        lr = fmt.lr_int(p.lr)
+        shift = fmt.update.frac + fmt.lr_frac - fmt.weight.frac
+
+        # Parameter kinds: (layer, bias row?) -> accumulator fraction bits.
+        kinds = []
+        for l in range(L):
+            err_frac = fmt.error_fmt(l, L).frac
+            kinds += [p.grad_frac(l), err_frac]   # weight rows, bias row
+
+        addr = Signal(range(p.depth + 1))
+        layer = Signal(range(L))
+        row = Signal(range(max(p.rows(l) for l in range(L)) + 1))
+        col = Signal(range(max(p.cols(l) for l in range(L))))
+        issuing = Signal()
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        kind1 = Signal(range(len(kinds)))
+        addr1, addr2, addr3 = (Signal(range(p.depth), name=f"addr{i}") for i in (1, 2, 3))
+        w2 = Signal.like(self.w_rd.data)
+        w3 = Signal.like(self.w_rd.data)
+        gq2 = Signal(data.ArrayLayout(signed(fmt.update.width), p.block))
+        raw3 = Signal(data.ArrayLayout(signed(fmt.update.width + lr.bit_length() + 1), p.block))
+
+        m.d.comb += [self.w_rd.addr.eq(addr), self.w_rd.en.eq(1),
+                     self.g_rd.addr.eq(addr), self.g_rd.en.eq(1)]
+        m.d.sync += [
+            v1.eq(issuing), kind1.eq(2 * layer + (row == Array(Const(p.rows(l))
+                                                               for l in range(L))[layer])),
+            addr1.eq(addr), v2.eq(v1), addr2.eq(addr1), v3.eq(v2), addr3.eq(addr2),
+            w2.eq(self.w_rd.data), w3.eq(w2),
+        ]
+        # Stage 1: clip to +-clip, round to the update format.
+        for i in range(p.block):
+            g = self.g_rd.data[i]
+            with m.Switch(kind1):
+                for k, frac in enumerate(kinds):
+                    with m.Case(k):
+                        c = round(p.clip * (1 << frac))
+                        clipped = Mux(g > c, c, Mux(g < -c, -c, g))
+                        m.d.sync += gq2[i].eq(saturate(round_shift(clipped, frac - fmt.update.frac),
+                                                       fmt.update))
+            # Stage 2: times the learning rate.
+            m.d.sync += raw3[i].eq(gq2[i] * lr)
+            # Stage 3: round, subtract, saturate; write back and clear the accumulator.
+            m.d.comb += self.w_wr.data[i].eq(saturate(w3[i] - round_shift(raw3[i], shift),
+                                                      fmt.weight))
+            m.d.comb += self.g_wr.data[i].eq(0)
+        m.d.comb += [self.w_wr.addr.eq(addr3), self.w_wr.en.eq(v3),
+                     self.g_wr.addr.eq(addr3), self.g_wr.en.eq(v3)]
+
+        m.d.comb += self.done.eq(0)
+        rows = Array(Const(p.rows(l)) for l in range(L))
+        cols = Array(Const(p.cols(l)) for l in range(L))
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [addr.eq(0), layer.eq(0), row.eq(0), col.eq(0), issuing.eq(1)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(issuing):
+                    m.d.sync += addr.eq(addr + 1)
+                    with m.If(col == cols[layer] - 1):
+                        m.d.sync += col.eq(0)
+                        with m.If(row == rows[layer]):
+                            m.d.sync += row.eq(0)
+                            with m.If(layer == L - 1):
+                                m.d.sync += issuing.eq(0)
+                            with m.Else():
+                                m.d.sync += layer.eq(layer + 1)
+                        with m.Else():
+                            m.d.sync += row.eq(row + 1)
+                    with m.Else():
+                        m.d.sync += col.eq(col + 1)
+                with m.Elif(~(v1 | v2 | v3)):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m

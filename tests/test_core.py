@@ -1,0 +1,137 @@
+# amaranth: UnusedElaboratable=no
+"""The training core against the bit-exact model: every schedule, exact integers."""
+
+import random
+
+import numpy as np
+import pytest
+
+from golden.config import TrainConfig
+from golden.fixed_model import FixedArith
+from golden.train import ACCEPTED, REJECTED, evaluate, train
+from specbp_hw.core import INFERENCE, TrainingCore
+from specbp_hw.params import CoreParams
+from specbp_hw.pysim import run_pysim
+
+from test_train import random_data
+
+# layers, K (inputs per cycle), N (lanes), batch, samples, threshold giving both decisions
+CASES = [
+    ((16, 8, 8, 4), 2, 4, 5, 12, 0.003),
+    ((12, 4, 3), 1, 4, 3, 10, 0.004),       # output layer padded (3 classes, 4 lanes)
+    ((16, 8, 4, 10), 4, 4, 4, 14, 0.004),   # 10 classes over 3 column blocks
+    ((8, 4, 4, 2), 4, 2, 1, 7, 0.01),       # batch size 1
+]
+
+
+def golden_run(layers, batch, data, threshold, params):
+    cfg = TrainConfig(layers=layers, batch=batch, threshold=threshold, epochs=1, seed=3,
+                      lr=params.lr)
+    init = FixedArith(cfg, params.fmt).init_params(cfg)
+    return init, train(FixedArith(cfg, params.fmt), cfg, data, trace=True)
+
+
+def check_equal(run, ref):
+    assert (run.kinds == ref.trace["kind"]).all()
+    assert (run.predictions == ref.trace["prediction"]).all()
+    for (w1, b1), (w2, b2) in zip(run.params, ref.params):
+        assert (w1 == w2).all() and (b1 == b2).all()
+    # The closing update clears every accumulator.
+    assert not any(any(word) for word in run.grads)
+
+
+@pytest.mark.parametrize("schedule", ["serial", "speculative", "pipelined"])
+@pytest.mark.parametrize("layers, K, N, batch, n, thr", CASES)
+def test_core_is_bit_exact(layers, K, N, batch, n, thr, schedule):
+    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05)
+    data = random_data(np.random.default_rng(sum(layers) + n), n, layers[0], layers[-1],
+                       repeat=0.5)
+    threshold = thr if schedule == "speculative" else 0.0
+    init, ref = golden_run(layers, batch, data, threshold, p)
+    run = run_pysim(p, init, data.train_images, data.train_labels, schedule=schedule,
+                    threshold=p.fmt.threshold_int(threshold, layers[-1]), batch=batch)
+    check_equal(run, ref)
+    kinds = ref.trace["kind"]
+    assert run.counters["samples"] == n
+    assert run.counters["accepted"] == (kinds == ACCEPTED).sum()
+    assert run.counters["rejected"] == (kinds == REJECTED).sum()
+    if schedule == "speculative" and layers == (16, 8, 8, 4):
+        assert {ACCEPTED, REJECTED} <= set(kinds.tolist())
+
+
+def test_streams_with_random_gaps_and_backpressure():
+    layers, K, N = (16, 8, 8, 4), 2, 4
+    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05)
+    data = random_data(np.random.default_rng(9), 11, 16, 4, repeat=0.5)
+    init, ref = golden_run(layers, 4, data, 0.003, p)
+    run = run_pysim(p, init, data.train_images, data.train_labels, schedule="speculative",
+                    threshold=p.fmt.threshold_int(0.003, 4), batch=4,
+                    gaps=random.Random(1))
+    check_equal(run, ref)
+
+
+def test_speculation_at_025_is_always_accepted_and_faster():
+    layers, K, N = (16, 8, 8, 4), 2, 4
+    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05)
+    data = random_data(np.random.default_rng(5), 12, 16, 4, repeat=0.5)
+    init, ref = golden_run(layers, 5, data, 0.25, p)
+    spec = run_pysim(p, init, data.train_images, data.train_labels, schedule="speculative",
+                     threshold=p.fmt.threshold_int(0.25, 4), batch=5)
+    check_equal(spec, ref)
+    first = {}
+    for i, label in enumerate(data.train_labels.tolist()):
+        first.setdefault(label, i)
+    attempted = np.array([i != first[l] for i, l in enumerate(data.train_labels.tolist())])
+    assert (spec.kinds[attempted] == ACCEPTED).all() and (spec.kinds[~attempted] == 0).all()
+    # Accepted steps overlap the two engines: shorter than the first (serial) steps.
+    assert spec.step_cycles[attempted].max() < spec.step_cycles[~attempted].min()
+
+
+def test_inference_mode_predicts_without_training():
+    layers, K, N = (16, 8, 8, 4), 2, 4
+    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05)
+    data = random_data(np.random.default_rng(2), 6, 16, 4)
+    cfg = TrainConfig(layers=layers, seed=3, lr=0.05)
+    arith = FixedArith(cfg, p.fmt)
+    init = arith.init_params(cfg)
+    run = run_pysim(p, init, data.train_images, data.train_labels, infer=True, batch=5)
+    assert (run.kinds == INFERENCE).all()
+    logits = arith.forward(init, data.train_images).logits
+    assert (run.predictions == np.argmax(logits, axis=1)).all()
+    for (w1, b1), (w2, b2) in zip(run.params, init):
+        assert (w1 == w2).all() and (b1 == b2).all()
+    assert run.counters["update_cycles"] == 0
+
+
+def test_pack_unpack_round_trip():
+    p = CoreParams(layers=(16, 8, 4, 10), lanes=4, inputs=4)
+    rng = np.random.default_rng(0)
+    params = [(rng.integers(-99, 99, (a, b)), rng.integers(-99, 99, b))
+              for a, b in zip(p.layers[:-1], p.layers[1:])]
+    back = p.unpack_params(p.pack_params(params))
+    for (w1, b1), (w2, b2) in zip(params, back):
+        assert (w1 == w2).all() and (b1 == b2).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(layers=(784, 10)), "at least one hidden layer"),
+    (dict(inputs=3), r"inputs per cycle \(3\) must divide every layer's input size"),
+    (dict(lanes=5), r"lanes \(5\) must divide every hidden layer's size"),
+    (dict(layers=(784, 16, 17)), "2 to 16 classes"),
+    (dict(lanes=0), "lanes must be a positive integer"),
+    (dict(max_batch=32), "fmt.max_batch"),
+])
+def test_params_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CoreParams(**kwargs)
+
+
+def test_stochastic_rounding_is_refused_in_gateware():
+    from golden.fixed import FixedFormat
+    with pytest.raises(ValueError, match="nearest rounding only"):
+        CoreParams(fmt=FixedFormat(rounding="stochastic", max_batch=16))
+
+
+def test_core_rejects_wrong_params_type():
+    with pytest.raises(TypeError, match="CoreParams"):
+        TrainingCore(object())

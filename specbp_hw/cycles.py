@@ -1,0 +1,152 @@
+"""Cycle model of the training core: exact cycles of every step type from the parameters.
+
+Checked against the RTL's per-step cycle counts and counters in ``tests/test_cycles.py``. The
+terms follow the engines' structure (see their module docstrings):
+
+- forward pass: every layer's ``cols * (rows + 1)`` weight words, a 4-cycle pipeline drain per
+  layer, the softmax latency, one cycle per ``y`` word, 2 cycles of start/finish;
+- backward pass: the stash fetch (one word per cycle), the deltas of the layers after the first
+  (``rows * cols`` words each plus a 4-cycle drain), one gradient sweep over all ``depth`` words,
+  6 cycles of start/drain/finish;
+- undo of a rejected speculation: one gradient sweep, ``depth + 4``;
+- batch update: ``depth + 4``.
+
+MAC bounds (the issue's F* and B*): the multiply-accumulates of a pass divided by the ``K x N``
+multipliers of its engine; the backward pass has the gradient outer products of every layer and
+the error products of every layer after the first.
+"""
+
+from dataclasses import dataclass
+
+from .params import CoreParams
+
+__all__ = ["CycleModel"]
+
+
+def softmax_latency(params):
+    """:attr:`specbp_hw.softmax.Softmax.latency` without building the component."""
+    return 3 * params.classes + params.fmt.recip_frac + 5
+
+
+@dataclass(frozen=True)
+class CycleModel:
+    """Cycle counts of one core configuration."""
+
+    params: CoreParams
+
+    # -- engines -----------------------------------------------------------------------------
+
+    @property
+    def forward(self):
+        p = self.params
+        words = sum(p.cols(l) * (p.rows(l) + 1) for l in range(p.n_layers))
+        return words + 4 * p.n_layers + softmax_latency(p) + p.cols(p.n_layers - 1) + 2
+
+    @property
+    def backward(self):
+        p = self.params
+        deltas = sum(p.rows(l) * p.cols(l) + 4 for l in range(1, p.n_layers))
+        return p.act_words_per_slot + deltas + p.depth + 6
+
+    @property
+    def undo(self):
+        return self.params.depth + 4
+
+    @property
+    def update(self):
+        return self.params.depth + 4
+
+    # -- steps (from taking the sample to emitting its result; the update is separate) -------
+
+    @property
+    def serial_step(self):
+        return self.forward + self.backward + 2
+
+    @property
+    def accepted_step(self):
+        return max(self.forward, self.backward) + 3
+
+    @property
+    def rejected_step(self):
+        return max(self.forward, self.backward) + 3 + self.undo + self.backward
+
+    @property
+    def pipelined_first_step(self):
+        """First step of a batch: nothing pending for the backward engine."""
+        return self.forward + 2
+
+    @property
+    def pipelined_step(self):
+        return max(self.forward, self.backward) + 2
+
+    @property
+    def pipelined_last_step(self):
+        """Last step of a batch: its own backward pass drains the pipeline."""
+        return max(self.forward, self.backward) + self.backward + 2
+
+    def step_cycles(self, schedule, kinds, batch):
+        """Predicted cycles of each step, given each step's kind (0 not attempted, 1 accepted,
+        2 rejected) as the result stream reports them, and the batch size."""
+        out = []
+        n = len(kinds)
+        pos = 0
+        for i, kind in enumerate(kinds):
+            last = pos + 1 >= batch or i == n - 1
+            if schedule == "pipelined":
+                if pos == 0 and last:
+                    out.append(self.forward + self.backward + 2)
+                elif pos == 0:
+                    out.append(self.pipelined_first_step)
+                elif last:
+                    out.append(self.pipelined_last_step)
+                else:
+                    out.append(self.pipelined_step)
+            elif kind == 1:
+                out.append(self.accepted_step)
+            elif kind == 2:
+                out.append(self.rejected_step)
+            else:
+                out.append(self.serial_step)
+            pos = 0 if last else pos + 1
+        return out
+
+    def updates(self, n, batch):
+        """Batch updates in a run of ``n`` samples (the last batch may be short)."""
+        return -(-n // batch)
+
+    # -- MAC bounds ----------------------------------------------------------------------------
+
+    @property
+    def macs_per_cycle(self):
+        return self.params.inputs * self.params.lanes
+
+    @property
+    def f_star(self):
+        ls = self.params.layers
+        return sum(a * b for a, b in zip(ls[:-1], ls[1:])) / self.macs_per_cycle
+
+    @property
+    def b_star(self):
+        ls = self.params.layers
+        grads = sum(a * b for a, b in zip(ls[:-1], ls[1:]))
+        errors = sum(a * b for a, b in zip(ls[1:-1], ls[2:]))
+        return (grads + errors) / self.macs_per_cycle
+
+    def epoch_cycles(self, schedule, samples=60000, batch=15, accept_rate=1.0):
+        """Projected cycles of an epoch: steps plus updates, ``accept_rate`` of the steps
+        accepted (speculative; the rest rejected, the first of each label aside)."""
+        full, rest = divmod(samples, batch)
+        batches = [batch] * full + ([rest] if rest else [])
+        total = 0
+        for b in batches:
+            if schedule == "pipelined":
+                total += self.forward + self.backward + 2 if b == 1 else (
+                    self.pipelined_first_step + (b - 2) * self.pipelined_step
+                    + self.pipelined_last_step)
+            elif schedule == "speculative":
+                total += b * (accept_rate * self.accepted_step
+                              + (1 - accept_rate) * self.rejected_step)
+            else:
+                total += b * self.serial_step
+            total += self.update
+        return total

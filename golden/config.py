@@ -6,7 +6,7 @@ SGD with summed per-sample gradients clipped to [-5, 5] and learning rate 0.01, 
 threshold 0.25, 10 epochs.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 

@@ -13,7 +13,7 @@ Rounding
   :class:`Lfsr32`, so that ``E[result] = v / 2**s`` exactly.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 import math
 
 import numpy as np

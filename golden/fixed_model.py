@@ -8,8 +8,6 @@ are converted back to int64. Gradient accumulators keep the exact products and a
 never to overflow, so their sums do not depend on the order of accumulation.
 """
 
-import math
-
 import numpy as np
 
 from .config import init_params

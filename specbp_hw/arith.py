@@ -5,7 +5,7 @@ on integers: ``round_shift`` rounds to nearest with ties up (add half, arithmeti
 ``saturate`` clamps to a :class:`golden.fixed.Q` format.
 """
 
-from amaranth.hdl import Mux, signed
+from amaranth.hdl import Mux
 
 __all__ = ["round_shift", "saturate"]
 

@@ -66,23 +66,16 @@ class BackwardEngine(wiring.Component):
             "done": Out(1),
             "busy": Out(1),
             "y": Out(data.ArrayLayout(unsigned(fmt.prob_frac), p.classes)),
-            "w_rd": In(memory.ReadPort.Signature(
-                addr_width=addr_width(p.depth),
-                shape=data.ArrayLayout(signed(fmt.weight.width), p.block))),
+            "w_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
+                                                 shape=p.weight_word)),
             "act_rd": In(memory.ReadPort.Signature(
-                addr_width=addr_width(p.slots * p.act_words_per_slot),
-                shape=data.ArrayLayout(signed(fmt.act.width), p.lanes))),
-            "x_rd": In(memory.ReadPort.Signature(
-                addr_width=addr_width(p.slots * p.rows(0)),
-                shape=data.ArrayLayout(unsigned(8), p.inputs))),
-            "g_rd": In(memory.ReadPort.Signature(
-                addr_width=addr_width(p.depth),
-                shape=data.ArrayLayout(signed(max(p.grad_width(l) for l in range(p.n_layers))),
-                                       p.block))),
-            "g_wr": In(memory.WritePort.Signature(
-                addr_width=addr_width(p.depth),
-                shape=data.ArrayLayout(signed(max(p.grad_width(l) for l in range(p.n_layers))),
-                                       p.block))),
+                addr_width=addr_width(p.slots * p.act_words_per_slot), shape=p.act_word)),
+            "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.slots * p.rows(0)),
+                                                 shape=p.pixel_word)),
+            "g_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
+                                                 shape=p.grad_word)),
+            "g_wr": In(memory.WritePort.Signature(addr_width=addr_width(p.depth),
+                                                  shape=p.grad_word)),
         })
 
     @property
@@ -95,7 +88,6 @@ class BackwardEngine(wiring.Component):
         fmt = p.fmt
         K, N, L = p.inputs, p.lanes, p.n_layers
         dw = max(fmt.delta.width, fmt.prob_frac + 1)
-        gw = self.g_rd.data.shape().elem_shape.width
 
         slot = Signal.like(self.slot)
         label = Signal.like(self.label)
@@ -282,20 +274,7 @@ class BackwardEngine(wiring.Component):
             with m.State("GRAD"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
-                    # One linear sweep: every layer's rows (the bias row included), blocks inside.
-                    m.d.sync += addr.eq(addr + 1)
-                    with m.If(col == cols[layer] - 1):
-                        m.d.sync += col.eq(0)
-                        with m.If(row == rows[layer]):
-                            m.d.sync += row.eq(0)
-                            with m.If(layer == L - 1):
-                                m.d.sync += issuing.eq(0)
-                            with m.Else():
-                                m.d.sync += layer.eq(layer + 1)
-                        with m.Else():
-                            m.d.sync += row.eq(row + 1)
-                    with m.Else():
-                        m.d.sync += col.eq(col + 1)
+                    p.sweep(m, layer, row, col, addr, issuing)
                 with m.Elif(pipe_empty):
                     m.next = "DONE"
             with m.State("DONE"):

@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from .backward import BackwardEngine
 from .forward import ForwardEngine
-from .params import PIPELINED, SERIAL, SPECULATIVE, CoreParams
+from .params import PIPELINED, SPECULATIVE, CoreParams
 from .update import UpdateEngine
 
 __all__ = ["TrainingCore", "NOT_ATTEMPTED", "ACCEPTED", "REJECTED", "INFERENCE"]
@@ -130,17 +130,13 @@ class TrainingCore(wiring.Component):
         self.fwd = ForwardEngine(p)
         self.bwd = BackwardEngine(p)
         self.upd = UpdateEngine(p)
-        gshape = self.bwd.g_rd.data.shape()
-        wshape = data.ArrayLayout(signed(fmt.weight.width), p.block)
-        self.weights = memory.Memory(shape=wshape, depth=p.depth,
+        self.weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                      init=self._init or [])
-        self.grads = memory.Memory(shape=gshape, depth=p.depth, init=[])
-        self.xbuf = memory.Memory(shape=data.ArrayLayout(unsigned(8), p.inputs),
-                                  depth=2 * p.rows(0), init=[])
-        self.stash_x = memory.Memory(shape=data.ArrayLayout(unsigned(8), p.inputs),
-                                     depth=p.slots * p.rows(0), init=[])
-        self.stash_act = memory.Memory(shape=data.ArrayLayout(signed(fmt.act.width), p.lanes),
-                                       depth=p.slots * p.act_words_per_slot, init=[])
+        self.grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[])
+        self.xbuf = memory.Memory(shape=p.pixel_word, depth=2 * p.rows(0), init=[])
+        self.stash_x = memory.Memory(shape=p.pixel_word, depth=p.slots * p.rows(0), init=[])
+        self.stash_act = memory.Memory(shape=p.act_word, depth=p.slots * p.act_words_per_slot,
+                                       init=[])
 
     @property
     def params(self):
@@ -271,6 +267,14 @@ class TrainingCore(wiring.Component):
             return [bwd.start.eq(1), bwd.slot.eq(slot), bwd.label.eq(label),
                     bwd.delta.eq(delta), bwd.grad.eq(grad), bwd.negate.eq(negate)]
 
+        def both_done():
+            """True once both engines have finished the step (each may finish first)."""
+            with m.If(fwd.done):
+                m.d.sync += fwd_seen.eq(1)
+            with m.If(bwd.done):
+                m.d.sync += bwd_seen.eq(1)
+            return (fwd_seen | fwd.done) & (bwd_seen | bwd.done)
+
         with m.If(fwd.done):
             m.d.comb += half_clr.eq(1 << cur_half)
         m.d.sync += step_cycles.eq(step_cycles + 1)
@@ -327,11 +331,7 @@ class TrainingCore(wiring.Component):
                 with m.If(bwd.done):
                     m.next = "STEP_END"
             with m.State("SPEC"):
-                with m.If(fwd.done):
-                    m.d.sync += fwd_seen.eq(1)
-                with m.If(bwd.done):
-                    m.d.sync += bwd_seen.eq(1)
-                with m.If((fwd_seen | fwd.done) & (bwd_seen | bwd.done)):
+                with m.If(both_done()):
                     m.next = "COMPARE"
             with m.State("COMPARE"):
                 # dist was registered from y_stash (backward engine) and y (forward engine).
@@ -347,11 +347,7 @@ class TrainingCore(wiring.Component):
                     m.d.comb += start_bwd(cur_slot, cur_label)
                     m.next = "BWD"
             with m.State("PIPE"):
-                with m.If(fwd.done):
-                    m.d.sync += fwd_seen.eq(1)
-                with m.If(bwd.done):
-                    m.d.sync += bwd_seen.eq(1)
-                with m.If((fwd_seen | fwd.done) & (bwd_seen | bwd.done)):
+                with m.If(both_done()):
                     with m.If(batch_end):
                         m.d.comb += start_bwd(cur_slot, cur_label)
                         m.d.sync += pend.eq(0)

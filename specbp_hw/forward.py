@@ -13,7 +13,7 @@ Cycles of one forward pass: ``sum_l (cols_l * (rows_l + 1) + PIPE) + softmax.lat
 """
 
 from amaranth.hdl import *
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import round_shift, saturate
@@ -68,15 +68,12 @@ class ForwardEngine(wiring.Component):
             "busy": Out(1),
             "y": Out(data.ArrayLayout(unsigned(fmt.prob_frac), p.classes)),
             "prediction": Out(range(p.classes)),
-            "w_rd": In(memory.ReadPort.Signature(
-                addr_width=addr_width(p.depth),
-                shape=data.ArrayLayout(signed(fmt.weight.width), p.block))),
-            "x_rd": In(memory.ReadPort.Signature(
-                addr_width=addr_width(2 * p.rows(0)),
-                shape=data.ArrayLayout(unsigned(8), p.inputs))),
+            "w_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
+                                                 shape=p.weight_word)),
+            "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(2 * p.rows(0)),
+                                                 shape=p.pixel_word)),
             "act_wr": In(memory.WritePort.Signature(
-                addr_width=addr_width(p.slots * p.act_words_per_slot),
-                shape=data.ArrayLayout(signed(fmt.act.width), p.lanes))),
+                addr_width=addr_width(p.slots * p.act_words_per_slot), shape=p.act_word)),
         })
 
     @property
@@ -119,7 +116,7 @@ class ForwardEngine(wiring.Component):
         # Pipeline registers. Stage 1: memory data valid. Stage 2: products. Stage 3: sums.
         v1, v2, v3 = Signal(), Signal(), Signal()
         first1, first2 = Signal(), Signal()
-        last1, last2, last3 = Signal(), Signal(), Signal()
+        last1, last2 = Signal(), Signal()
         bias1 = Signal()
         col1, col2, col3 = (Signal.like(col, name=f"col{i}") for i in (1, 2, 3))
         in1 = Signal(data.ArrayLayout(signed(p.input_width), K))

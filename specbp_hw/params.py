@@ -11,6 +11,8 @@ same layout.
 from dataclasses import dataclass
 
 import numpy as np
+from amaranth.hdl import Array, Const, signed, unsigned
+from amaranth.lib import data
 
 from golden.fixed import FixedFormat
 
@@ -155,8 +157,56 @@ class CoreParams:
         return max(self.fmt.act.width, 10)
 
     @property
+    def grad_word_width(self):
+        """Width of one accumulator element: the widest layer's worst case."""
+        return max(self.grad_width(l) for l in range(self.n_layers))
+
+    # -- memory word shapes --------------------------------------------------------------------
+
+    @property
+    def weight_word(self):
+        return data.ArrayLayout(signed(self.fmt.weight.width), self.block)
+
+    @property
+    def grad_word(self):
+        return data.ArrayLayout(signed(self.grad_word_width), self.block)
+
+    @property
+    def pixel_word(self):
+        return data.ArrayLayout(unsigned(8), self.inputs)
+
+    @property
+    def act_word(self):
+        return data.ArrayLayout(signed(self.fmt.act.width), self.lanes)
+
+    @property
     def threshold_width(self):
         return (2 * self.classes << self.fmt.prob_frac).bit_length() + 1
+
+    # -- gateware helpers ----------------------------------------------------------------------
+
+    def sweep(self, m, layer, row, col, addr, issuing):
+        """Advance a linear walk over every weight/accumulator word by one word per cycle.
+
+        Words are visited in memory order: layer by layer, rows (the bias row last) and column
+        blocks inside. ``issuing`` falls after the last word. Shared by the backward engine's
+        gradient sweep and the update engine.
+        """
+        rows = Array(Const(self.rows(l)) for l in range(self.n_layers))
+        cols = Array(Const(self.cols(l)) for l in range(self.n_layers))
+        m.d.sync += addr.eq(addr + 1)
+        with m.If(col == cols[layer] - 1):
+            m.d.sync += col.eq(0)
+            with m.If(row == rows[layer]):
+                m.d.sync += row.eq(0)
+                with m.If(layer == self.n_layers - 1):
+                    m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += layer.eq(layer + 1)
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+        with m.Else():
+            m.d.sync += col.eq(col + 1)
 
     # -- conversions between the golden model's arrays and memory words -----------------------
 

@@ -33,19 +33,15 @@ class UpdateEngine(wiring.Component):
         if not isinstance(params, CoreParams):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
         self._p = p = params
-        fmt = p.fmt
         aw = addr_width(p.depth)
-        wshape = data.ArrayLayout(signed(fmt.weight.width), p.block)
-        gshape = data.ArrayLayout(signed(max(p.grad_width(l) for l in range(p.n_layers))),
-                                  p.block)
         super().__init__({
             "start": In(1),
             "done": Out(1),
             "busy": Out(1),
-            "w_rd": In(memory.ReadPort.Signature(addr_width=aw, shape=wshape)),
-            "w_wr": In(memory.WritePort.Signature(addr_width=aw, shape=wshape)),
-            "g_rd": In(memory.ReadPort.Signature(addr_width=aw, shape=gshape)),
-            "g_wr": In(memory.WritePort.Signature(addr_width=aw, shape=gshape)),
+            "w_rd": In(memory.ReadPort.Signature(addr_width=aw, shape=p.weight_word)),
+            "w_wr": In(memory.WritePort.Signature(addr_width=aw, shape=p.weight_word)),
+            "g_rd": In(memory.ReadPort.Signature(addr_width=aw, shape=p.grad_word)),
+            "g_wr": In(memory.WritePort.Signature(addr_width=aw, shape=p.grad_word)),
         })
 
     def elaborate(self, platform):
@@ -103,8 +99,6 @@ class UpdateEngine(wiring.Component):
                      self.g_wr.addr.eq(addr3), self.g_wr.en.eq(v3)]
 
         m.d.comb += self.done.eq(0)
-        rows = Array(Const(p.rows(l)) for l in range(L))
-        cols = Array(Const(p.cols(l)) for l in range(L))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -113,19 +107,7 @@ class UpdateEngine(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
-                    m.d.sync += addr.eq(addr + 1)
-                    with m.If(col == cols[layer] - 1):
-                        m.d.sync += col.eq(0)
-                        with m.If(row == rows[layer]):
-                            m.d.sync += row.eq(0)
-                            with m.If(layer == L - 1):
-                                m.d.sync += issuing.eq(0)
-                            with m.Else():
-                                m.d.sync += layer.eq(layer + 1)
-                        with m.Else():
-                            m.d.sync += row.eq(row + 1)
-                    with m.Else():
-                        m.d.sync += col.eq(col + 1)
+                    p.sweep(m, layer, row, col, addr, issuing)
                 with m.Elif(~(v1 | v2 | v3)):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"

@@ -8,7 +8,7 @@ import pytest
 
 from golden.config import TrainConfig
 from golden.fixed_model import FixedArith
-from golden.train import ACCEPTED, REJECTED, evaluate, train
+from golden.train import ACCEPTED, REJECTED, train
 from specbp_hw.core import INFERENCE, TrainingCore
 from specbp_hw.params import CoreParams
 from specbp_hw.pysim import run_pysim

@@ -40,15 +40,20 @@ FORMATS = {
     "U12.8": D.replace(update=Q(12, 8)),
 }
 
-# The control: float64 again, its initial weights moved by 1e-9. Its gap to float is the noise
-# floor of comparing final-epoch accuracies of two runs whose arithmetic differs at all.
-CONTROL = "control: float, init + 1e-9"
+# Controls: float64 again with every initial weight moved by a constant. 1e-9 shows how far two
+# runs drift when their arithmetic differs at all; 1e-4 (about one LSB of s2.13) how far an
+# unbiased perturbation of quantisation size alone moves the final accuracy.
+CONTROLS = {"control: float, init + 1e-9": 1e-9, "control: float, init + 1e-4": 1e-4}
 _DATA = None
 
 
 class _PerturbedFloat(FloatArith):
+    def __init__(self, cfg, eps):
+        super().__init__(cfg)
+        self.eps = eps
+
     def init_params(self, cfg):
-        return [(w + 1e-9, b) for w, b in super().init_params(cfg)]
+        return [(w + self.eps, b) for w, b in super().init_params(cfg)]
 
 
 def _run(job):
@@ -56,8 +61,8 @@ def _run(job):
     cfg = TrainConfig(threshold=thr, seed=seed, epochs=epochs)
     if name == "float":
         arith = FloatArith(cfg)
-    elif name == CONTROL:
-        arith = _PerturbedFloat(cfg)
+    elif name in CONTROLS:
+        arith = _PerturbedFloat(cfg, CONTROLS[name])
     else:
         arith = FixedArith(cfg, FORMATS[name])
     r = train(arith, cfg, _DATA)
@@ -80,7 +85,7 @@ def main():
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    names = [CONTROL] + (list(FORMATS) if not args.formats else args.formats.split(","))
+    names = list(CONTROLS) + (list(FORMATS) if not args.formats else args.formats.split(","))
     print(f"data: {resolve(args.data).source}", flush=True)
     jobs = [(n, thr, s, args.epochs) for n in ["float"] + names
             for thr in (0.0, args.threshold) for s in seeds]

@@ -75,6 +75,7 @@ class TrainResult:
     epochs: list = field(default_factory=list)
     stash: Stash = None
     trace: dict = None
+    grads: list = None      # accumulators of a batch left open (``close=False``)
 
 
 def _previous_same_label(labels, valid, classes):
@@ -92,7 +93,8 @@ def _previous_same_label(labels, valid, classes):
     return prev, last
 
 
-def train(arith, cfg, data, *, epochs=None, trace=False, progress=None, on_epoch=None):
+def train(arith, cfg, data, *, epochs=None, trace=False, progress=None, on_epoch=None,
+          close=True):
     """Train with ``arith`` on ``data`` under ``cfg``; returns a :class:`TrainResult`.
 
     Parameters
@@ -110,6 +112,10 @@ def train(arith, cfg, data, *, epochs=None, trace=False, progress=None, on_epoch
         Called as ``progress(epoch, samples_done, samples_total)`` after every batch.
     on_epoch : callable, optional
         Called with each epoch's :class:`EpochStats` as soon as it is complete.
+    close : bool
+        Apply the update of a final short batch at the end of the last epoch (the algorithm).
+        With False that batch stays open and its accumulators are returned in
+        ``result.grads``, to compare with hardware accumulators mid-batch.
     """
     epochs = cfg.epochs if epochs is None else epochs
     layers = cfg.layers
@@ -163,7 +169,10 @@ def train(arith, cfg, data, *, epochs=None, trace=False, progress=None, on_epoch
             src = np.where(accept, prev, classes + np.arange(len(labels)))
             grads = arith.backward(params, pool_x[src], [a[src] for a in pool_acts],
                                    [p[src] for p in pool_pos], pool_y[src], labels)
-            params = arith.update(params, grads)
+            if close or epoch < epochs - 1 or len(labels) == cfg.batch:
+                params = arith.update(params, grads)
+            else:
+                result.grads = grads
 
             keep = last >= 0
             rows = last[keep]

@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from .backward import BackwardEngine
 from .forward import ForwardEngine
-from .params import PIPELINED, SPECULATIVE, CoreParams
+from .params import PIPELINED, SPECULATIVE, CoreParams, addr_width
 from .update import UpdateEngine
 
 __all__ = ["TrainingCore", "NOT_ATTEMPTED", "ACCEPTED", "REJECTED", "INFERENCE"]
@@ -97,8 +97,11 @@ class TrainingCore(wiring.Component):
     infer : In(1)
         Inference only: forward passes, no stash, no training.
     idle : Out(1)
-        Nothing in flight (no sample loaded or in an engine, no pending backward or update).
+        Nothing in flight: no sample loaded or in an engine, no pending backward pass, no
+        update (a batch may be open).
     rb_addr, rb_data : weight readback (one word, latency 1, valid while ``idle``).
+    stash_slot, stash_valid : Out
+        The label-to-slot table and which labels have a stash entry.
     cycles, samples, accepted, rejected, fwd_busy, bwd_busy, update_cycles : Out
         Counters since reset.
     """
@@ -118,7 +121,9 @@ class TrainingCore(wiring.Component):
             "infer": In(1),
             "idle": Out(1),
             "rb_addr": In(range(p.depth)),
-            "rb_data": Out(data.ArrayLayout(signed(fmt.weight.width), p.block)),
+            "rb_data": Out(p.weight_word),
+            "stash_slot": Out(data.ArrayLayout(unsigned(addr_width(p.slots)), p.classes)),
+            "stash_valid": Out(p.classes),
             "cycles": Out(COUNTER_WIDTH),
             "samples": Out(COUNTER_WIDTH),
             "accepted": Out(COUNTER_WIDTH),
@@ -198,6 +203,8 @@ class TrainingCore(wiring.Component):
         slot_of = Array(Signal(range(p.slots), init=label, name=f"slot_of{label}")
                         for label in range(C))
         valid = Signal(C)
+        m.d.comb += [self.stash_valid.eq(valid),
+                     *(self.stash_slot[label].eq(slot_of[label]) for label in range(C))]
         free_lowest = Signal(range(p.slots))
         for s in reversed(range(p.slots)):
             with m.If(free[s]):
@@ -292,8 +299,8 @@ class TrainingCore(wiring.Component):
         with m.FSM():
             with m.State("WAIT"):
                 # A loader that has claimed a slot but received no beat holds no sample.
-                m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~pend
-                                         & (count == 0))
+                # An open batch is state, not work: its accumulators wait for more samples.
+                m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~pend)
                 with m.If(ready):
                     m.d.comb += take.eq(1)
                     m.d.sync += [cur_slot.eq(r_slot), cur_half.eq(r_half), cur_label.eq(label_in),

@@ -25,7 +25,7 @@ class RtlRun:
     step_cycles: np.ndarray
     counters: dict
     grads: list = None    # accumulator words at the end (all zero after a closing update)
-    stash: dict = None    # label -> slot table and validity
+    stash: dict = None    # label -> (pixels, hidden activations per layer, y) of valid labels
 
 
 def schedule_code(schedule):
@@ -35,11 +35,13 @@ def schedule_code(schedule):
 
 
 def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, batch=15,
-              infer=False, gaps=None, vcd=None):
+              infer=False, gaps=None, vcd=None, close=True):
     """Stream ``images``/``labels`` through a :class:`TrainingCore` and collect the results.
 
-    The last sample is marked ``last`` (the batch closes after it, as the golden model closes
-    an epoch). ``threshold`` is the integer register value (probability LSBs).
+    With ``close`` the last sample is marked ``last``: the batch closes after it, as the golden
+    model closes an epoch; without it a short final batch stays open in the accumulators (not
+    for the pipelined schedule, whose last backward pass would stay pending). ``threshold`` is
+    the integer register value (probability LSBs).
     """
     if not isinstance(params, CoreParams):
         raise TypeError(f"params must be a CoreParams, not {params!r}")
@@ -61,7 +63,7 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
             for r in range(rows0):
                 await stream_put(ctx, core.i, {
                     "pixels": [int(v) for v in images[i, r * K:(r + 1) * K]],
-                    "label": int(labels[i]), "last": int(i == n - 1)}, gaps=gaps)
+                    "label": int(labels[i]), "last": int(close and i == n - 1)}, gaps=gaps)
 
     async def consumer(ctx):
         for _ in range(n):
@@ -76,6 +78,23 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
         out["words"] = words
         out["grads"] = [[int(v) for v in ctx.get(core.grads.data[a])]
                         for a in range(params.depth)]
+        stash = {}
+        wps = params.act_words_per_slot
+        for label in range(params.classes):
+            if not ctx.get(core.stash_valid) >> label & 1:
+                continue
+            slot = ctx.get(core.stash_slot[label])
+            pixels = [int(v) for r in range(rows0)
+                      for v in ctx.get(core.stash_x.data[slot * rows0 + r])]
+            words = [[int(v) for v in ctx.get(core.stash_act.data[slot * wps + w])]
+                     for w in range(wps)]
+            acts = []
+            for l in range(params.n_layers):
+                flat = [v for w in words[params.act_base(l):params.act_base(l)
+                                         + params.act_words(l)] for v in w]
+                acts.append(flat[:params.layers[l + 1]])
+            stash[label] = (pixels, acts[:-1], acts[-1])
+        out["stash"] = stash
         out["counters"] = {name: ctx.get(getattr(core, name)) for name in
                            ("cycles", "samples", "accepted", "rejected", "fwd_busy",
                             "bwd_busy", "update_cycles")}
@@ -92,4 +111,4 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
                   kinds=np.array([r.kind for r in results]),
                   predictions=np.array([r.prediction for r in results]),
                   step_cycles=np.array([r.cycles for r in results]),
-                  counters=out["counters"], grads=out["grads"])
+                  counters=out["counters"], grads=out["grads"], stash=out["stash"])

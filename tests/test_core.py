@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from golden.config import TrainConfig
+from golden.fixed import FixedFormat, Q
 from golden.fixed_model import FixedArith
 from golden.train import ACCEPTED, REJECTED, train
 from specbp_hw.core import INFERENCE, TrainingCore
@@ -135,3 +136,48 @@ def test_stochastic_rounding_is_refused_in_gateware():
 def test_core_rejects_wrong_params_type():
     with pytest.raises(TypeError, match="CoreParams"):
         TrainingCore(object())
+
+
+@pytest.mark.parametrize("schedule, thr", [("serial", 0.0), ("speculative", 0.003)])
+def test_open_batch_accumulators_and_stash_are_bit_exact(schedule, thr):
+    # 13 samples, batch 5: the third batch stays open, so the accumulators hold three
+    # samples' gradients (after accepted, rejected and undone speculations) when compared.
+    layers, K, N = (16, 8, 8, 4), 2, 4
+    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05)
+    data = random_data(np.random.default_rng(5), 13, 16, 4, repeat=0.5)
+    cfg = TrainConfig(layers=layers, batch=5, threshold=thr, epochs=1, seed=3, lr=0.05)
+    init = FixedArith(cfg, p.fmt).init_params(cfg)
+    ref = train(FixedArith(cfg, p.fmt), cfg, data, trace=True, close=False)
+    run = run_pysim(p, init, data.train_images, data.train_labels, schedule=schedule,
+                    threshold=p.fmt.threshold_int(thr, 4), batch=5, close=False)
+    assert (run.kinds == ref.trace["kind"]).all()
+    for (w1, b1), (w2, b2) in zip(run.params, ref.params):
+        assert (w1 == w2).all() and (b1 == b2).all()
+    expected = p.pack_params([(gw, gb) for gw, gb in ref.grads])
+    assert any(any(word) for word in expected)
+    assert run.grads == expected
+    assert sorted(run.stash) == np.flatnonzero(ref.stash.valid).tolist()
+    for label, (pixels, acts, y) in run.stash.items():
+        assert pixels == ref.stash.x[label].tolist()
+        for a, ref_a in zip(acts, ref.stash.acts):
+            assert a == ref_a[label].tolist()
+        assert y == ref.stash.y[label].tolist()
+
+
+NARROW = dict(weight=Q(14, 11), act=Q(12, 5), delta=Q(12, 9), prob_frac=11, exp_index_bits=6,
+              exp_frac=12, recip_frac=14, update=Q(12, 8), max_batch=16)
+WIDE = dict(weight=Q(18, 15), act=Q(18, 10), delta=Q(18, 14), prob_frac=16, leak_shift=6,
+            max_batch=16)
+
+
+@pytest.mark.parametrize("fmt_kwargs", [NARROW, WIDE], ids=["narrow", "wide"])
+@pytest.mark.parametrize("schedule, thr", [("serial", 0.0), ("speculative", 0.004),
+                                           ("pipelined", 0.0)])
+def test_core_is_bit_exact_for_other_formats(fmt_kwargs, schedule, thr):
+    layers, K, N = (16, 8, 8, 4), 2, 4
+    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05, fmt=FixedFormat(**fmt_kwargs))
+    data = random_data(np.random.default_rng(11), 12, 16, 4, repeat=0.5)
+    init, ref = golden_run(layers, 5, data, thr, p)
+    run = run_pysim(p, init, data.train_images, data.train_labels, schedule=schedule,
+                    threshold=p.fmt.threshold_int(thr, 4), batch=5)
+    check_equal(run, ref)

@@ -48,9 +48,6 @@ class BackwardEngine(wiring.Component):
     busy : Out(1)
     """
 
-    PIPE_DELTA = 4  # issue -> data -> products -> sum -> delta stored
-    PIPE_GRAD = 3   # issue -> data -> products -> written
-
     def __init__(self, params):
         if not isinstance(params, CoreParams):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
@@ -215,7 +212,12 @@ class BackwardEngine(wiring.Component):
 
         # ---- control ------------------------------------------------------------------------
         m.d.comb += self.done.eq(0)
-        pipe_empty = ~(issuing | v1 | v2 | v3)
+        # A delta layer ends with its stage-3 write; the next layer's deltas are read (registered)
+        # from the cycle after it, so the next layer may issue right after that write.
+        layer_done = ~(issuing | v1 | v2)
+        # The gradient sweep's last write is at stage 2; a following pass reads no accumulator
+        # before the cycle after it.
+        sweep_done = ~(issuing | v1)
         def accept_start():
             # Taken in IDLE and in DONE, so that a controller may start the next pass in the
             # cycle that reports the end of this one.
@@ -259,7 +261,7 @@ class BackwardEngine(wiring.Component):
                             m.d.sync += issuing.eq(0)
                     with m.Else():
                         m.d.sync += col.eq(col + 1)
-                with m.Elif(pipe_empty):
+                with m.Elif(layer_done):
                     with m.If(layer == 1):
                         with m.If(do_grad):
                             m.d.sync += [mode_grad.eq(1), layer.eq(0), row.eq(0), col.eq(0),
@@ -275,7 +277,7 @@ class BackwardEngine(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
                     p.sweep(m, layer, row, col, addr, issuing)
-                with m.Elif(pipe_empty):
+                with m.Elif(sweep_done):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]

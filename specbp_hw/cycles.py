@@ -3,12 +3,12 @@
 Checked against the RTL's per-step cycle counts and counters in ``tests/test_cycles.py``. The
 terms follow the engines' structure (see their module docstrings):
 
-- forward pass: every layer's ``cols * (rows + 1)`` weight words, a 4-cycle pipeline drain per
+- forward pass: every layer's ``cols * (rows + 1)`` weight words, a 3-cycle pipeline drain per
   layer, the softmax latency, one cycle per ``y`` word, 2 cycles of start/finish;
 - backward pass: the stash fetch (one word per cycle), the deltas of the layers after the first
-  (``rows * cols`` words each plus a 4-cycle drain), one gradient sweep over all ``depth`` words,
-  6 cycles of start/drain/finish;
-- undo of a rejected speculation: one gradient sweep, ``depth + 4``;
+  (``rows * cols`` words each plus a 3-cycle drain), one gradient sweep over all ``depth`` words,
+  5 cycles of start/drain/finish;
+- undo of a rejected speculation: one gradient sweep, ``depth + 3``;
 - batch update: ``depth + 4``.
 
 MAC bounds (the issue's F* and B*): the multiply-accumulates of a pass divided by the ``K x N``
@@ -40,17 +40,17 @@ class CycleModel:
     def forward(self):
         p = self.params
         words = sum(p.cols(l) * (p.rows(l) + 1) for l in range(p.n_layers))
-        return words + 4 * p.n_layers + softmax_latency(p) + p.cols(p.n_layers - 1) + 2
+        return words + 3 * p.n_layers + softmax_latency(p) + p.cols(p.n_layers - 1) + 2
 
     @property
     def backward(self):
         p = self.params
-        deltas = sum(p.rows(l) * p.cols(l) + 4 for l in range(1, p.n_layers))
-        return p.act_words_per_slot + deltas + p.depth + 6
+        deltas = sum(p.rows(l) * p.cols(l) + 3 for l in range(1, p.n_layers))
+        return p.act_words_per_slot + deltas + p.depth + 5
 
     @property
     def undo(self):
-        return self.params.depth + 4
+        return self.params.depth + 3
 
     @property
     def update(self):

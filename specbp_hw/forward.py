@@ -6,10 +6,9 @@ Arithmetic: ``docs/FIXED_POINT.md`` ("Forward pass"), bit-exact with
 Schedule. For each layer, for each column block ``c`` of N neurons, the engine walks the
 ``rows + 1`` rows of the block (K inputs per row; the last row is the bias, with input
 ``2**frac_in`` on element 0): one weight word per cycle, ``K x N`` products per cycle. Column
-blocks follow each other without bubbles; a layer waits for the previous layer's last block to
-leave the pipeline (``PIPE`` cycles). The output layer's logits then go through the softmax.
-Cycles of one forward pass: ``sum_l (cols_l * (rows_l + 1) + PIPE) + softmax.latency + 3``
-(see :mod:`specbp_hw.cycles`).
+blocks follow each other without bubbles; the next layer starts issuing in the cycle after the
+previous layer's last block is written. The output layer's logits then go through the softmax.
+Exact cycles: :attr:`specbp_hw.cycles.CycleModel.forward`.
 """
 
 from amaranth.hdl import *
@@ -50,8 +49,6 @@ class ForwardEngine(wiring.Component):
     act_wr : In(WritePort.Signature)
         Stash activation memory write port (word = N values).
     """
-
-    PIPE = 4  # issue -> data -> products -> accumulate -> narrowed output
 
     def __init__(self, params):
         if not isinstance(params, CoreParams):
@@ -198,7 +195,9 @@ class ForwardEngine(wiring.Component):
                         for n in range(N):
                             m.d.sync += logits[c * N + n].eq(z[n])
 
-        pipe_empty = ~(v1 | v2 | v3 | issuing)
+        # The next layer may issue from the cycle after the last block's write (stage 3): its
+        # inputs are registered from the local activations one cycle after issue.
+        layer_done = ~(v1 | v2 | issuing)
         m.d.comb += self.done.eq(0)
         for c in range(p.classes):
             m.d.comb += softmax.i.payload[c].eq(logits[c])
@@ -222,7 +221,7 @@ class ForwardEngine(wiring.Component):
                             m.d.sync += [col.eq(col + 1), addr.eq(base[layer] + col + 1)]
                     with m.Else():
                         m.d.sync += [row.eq(row + 1), addr.eq(addr + cols[layer])]
-                with m.Elif(pipe_empty):
+                with m.Elif(layer_done):
                     with m.If(layer == L - 1):
                         m.next = "SOFTMAX"
                     with m.Else():

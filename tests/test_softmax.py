@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from golden.fixed import Q, FixedFormat, exp2_table
 from golden.fixed_model import softmax
-from specbp_hw.softmax import Softmax
+from specbp_hw.softmax import Softmax, softmax_latency
 from specbp_hw.testing import stream_get, stream_put
 
 FORMATS = {
@@ -40,9 +40,9 @@ def _run(dut, testbenches, name):
         sim.run()
 
 
-def rtl_softmax(fmt, z, *, seed=None):
+def rtl_softmax(fmt, z, *, ways=1, div_bits=1, seed=None):
     """``(y, prediction)`` of the gateware for the logit rows ``z``; random gaps with ``seed``."""
-    dut = Softmax(fmt, z.shape[1])
+    dut = Softmax(fmt, z.shape[1], ways=ways, div_bits=div_bits)
     gaps_in = gaps_out = None
     if seed is not None:
         gaps_in, gaps_out = random.Random(seed), random.Random(seed + 1)
@@ -108,15 +108,66 @@ def test_backpressure(fmt_name, classes):
     _check(fmt, z, *rtl_softmax(fmt, z, seed=classes))
 
 
+# (ways, div_bits) other than the default, every format with each: "all" is ways == classes,
+# the fully parallel datapath; 3 leaves a partial last group for 10 and 16 classes.
+PARALLEL = [(ways, div_bits) for ways in ("1", "3", "all") for div_bits in (1, 2, 4)
+            if (ways, div_bits) != ("1", 1)]
+
+
+def _ways(ways, classes):
+    return classes if ways == "all" else int(ways)
+
+
+@pytest.mark.parametrize("ways,div_bits", PARALLEL)
+@pytest.mark.parametrize("fmt_name", list(FORMATS))
+def test_bit_exact_parallel(fmt_name, ways, div_bits):
+    fmt = FORMATS[fmt_name]
+    classes = (10, 16)[(list(FORMATS).index(fmt_name) + div_bits) % 2]
+    z = logit_cases(fmt, classes, np.random.default_rng(classes))
+    _check(fmt, z, *rtl_softmax(fmt, z, ways=_ways(ways, classes), div_bits=div_bits))
+
+
+@pytest.mark.parametrize("fmt_name,classes,ways,div_bits", [
+    ("default", 2, 2, 4), ("small", 2, 1, 2), ("wide", 3, 2, 3), ("default", 3, 3, 1),
+    ("small", 10, 4, 3), ("wide", 16, 5, 2),
+])
+def test_bit_exact_shapes(fmt_name, classes, ways, div_bits):
+    # Few classes, div_bits = 3, and further partial last groups (10 = 4 + 4 + 2, 16 = 3 * 5 + 1).
+    fmt = FORMATS[fmt_name]
+    z = logit_cases(fmt, classes, np.random.default_rng(classes + 1))
+    _check(fmt, z, *rtl_softmax(fmt, z, ways=ways, div_bits=div_bits))
+
+
+@pytest.mark.parametrize("fmt_name,classes,ways,div_bits", [
+    ("default", 10, 10, 2), ("small", 16, 16, 4), ("wide", 10, 3, 1), ("default", 16, 3, 4),
+    ("small", 10, 1, 2), ("wide", 2, 2, 1),
+])
+def test_backpressure_parallel(fmt_name, classes, ways, div_bits):
+    fmt = FORMATS[fmt_name]
+    rng = np.random.default_rng(200 + classes)
+    z = logit_cases(fmt, classes, rng)
+    z = z[rng.permutation(len(z))[:40]]
+    _check(fmt, z, *rtl_softmax(fmt, z, ways=ways, div_bits=div_bits, seed=classes + ways))
+
+
 def test_most_classes():
     fmt = FORMATS["default"]
     z = logit_cases(fmt, 64, np.random.default_rng(64))[::4]
     _check(fmt, z, *rtl_softmax(fmt, z))
 
 
-def test_left_shift_rounding():
+@pytest.mark.parametrize("ways,div_bits", [(64, 2), (7, 3)])
+def test_most_classes_parallel(ways, div_bits):
+    # 64 lanes make a large simulation: fewer rows.
+    fmt = FORMATS["default"]
+    z = logit_cases(fmt, 64, np.random.default_rng(64))[1::8]
+    _check(fmt, z, *rtl_softmax(fmt, z, ways=ways, div_bits=div_bits))
+
+
+@pytest.mark.parametrize("ways,div_bits", [(1, 1), (10, 4), (3, 2)])
+def test_left_shift_rounding(ways, div_bits):
     z = logit_cases(LEFT_SHIFT, 10, np.random.default_rng(7))
-    _check(LEFT_SHIFT, z, *rtl_softmax(LEFT_SHIFT, z))
+    _check(LEFT_SHIFT, z, *rtl_softmax(LEFT_SHIFT, z, ways=ways, div_bits=div_bits))
 
 
 @pytest.mark.parametrize("fmt", [*FORMATS.values(), LEFT_SHIFT])
@@ -128,12 +179,9 @@ def test_shift_clamp(fmt):
         assert (table >> n == 0).all()
 
 
-@pytest.mark.parametrize("classes", [2, 10, 16])
-@pytest.mark.parametrize("fmt_name", list(FORMATS))
-def test_latency_and_handshake(fmt_name, classes):
-    fmt = FORMATS[fmt_name]
-    dut = Softmax(fmt, classes)
-    assert dut.latency == 3 * classes + fmt.recip_frac + 5
+def _measure(fmt, classes, ways=1, div_bits=1):
+    """Check the handshake and return the cycles from the input transfer to ``o.valid``."""
+    dut = Softmax(fmt, classes, ways=ways, div_bits=div_bits)
     z = np.random.default_rng(1).integers(fmt.act.min, fmt.act.max + 1, (2, classes))
     measured = []
 
@@ -160,7 +208,37 @@ def test_latency_and_handshake(fmt_name, classes):
         assert not ctx.get(dut.o.valid)
 
     _run(dut, [testbench], "softmax_latency")
-    assert measured == [dut.latency]
+    assert len(measured) == 1
+    return measured[0]
+
+
+@pytest.mark.parametrize("classes", [2, 10, 16])
+@pytest.mark.parametrize("fmt_name", list(FORMATS))
+def test_latency_and_handshake(fmt_name, classes):
+    fmt = FORMATS[fmt_name]
+    dut = Softmax(fmt, classes)
+    assert dut.latency == 3 * classes + fmt.recip_frac + 5
+    assert _measure(fmt, classes) == dut.latency
+
+
+@pytest.mark.parametrize("fmt_name,classes,ways,div_bits", [
+    ("default", 10, 10, 2), ("default", 10, 10, 1), ("default", 10, 3, 4), ("small", 10, 2, 3),
+    ("wide", 16, 16, 4), ("default", 16, 5, 2), ("small", 2, 2, 1), ("wide", 3, 1, 4),
+    ("default", 64, 64, 2), ("default", 64, 9, 3), ("small", 17, 4, 2),
+])
+def test_latency_parallel(fmt_name, classes, ways, div_bits):
+    fmt = FORMATS[fmt_name]
+    dut = Softmax(fmt, classes, ways=ways, div_bits=div_bits)
+    assert dut.latency == softmax_latency(fmt, classes, ways=ways, div_bits=div_bits)
+    assert _measure(fmt, classes, ways, div_bits) == dut.latency
+
+
+def test_latency_target():
+    fmt = FixedFormat()
+    assert softmax_latency(fmt, 10) == 52
+    assert softmax_latency(fmt, 10, ways=10, div_bits=2) == 20    # the target is <= 22
+    # The fully parallel datapath: max tree, pipeline, adder tree, multiples, divider, scaling.
+    assert softmax_latency(fmt, 10, ways=10, div_bits=2) == 2 + 1 + 3 + 2 + 1 + 9 + 1 + 1
 
 
 def test_parameters():
@@ -180,3 +258,38 @@ def test_parameters():
             Softmax(fmt, bad)
     assert len(Softmax(fmt, 64).o.payload.prediction) == 6
     assert len(Softmax(fmt, 2).o.payload.prediction) == 1
+
+
+def test_parallel_parameters():
+    fmt = FixedFormat()
+    dut = Softmax(fmt, 10, ways=10, div_bits=2)
+    assert dut.ways == 10 and dut.div_bits == 2
+    assert Softmax(fmt, 10).ways == 1 and Softmax(fmt, 10).div_bits == 1
+    with pytest.raises(AttributeError):
+        dut.ways = 3
+    with pytest.raises(TypeError):
+        Softmax(fmt, 10, 2)                                 # keyword-only
+    for check in (lambda **kw: Softmax(fmt, 10, **kw),
+                  lambda **kw: softmax_latency(fmt, 10, **kw)):
+        with pytest.raises(TypeError, match=r"^Ways must be an integer, not 2.0$"):
+            check(ways=2.0)
+        with pytest.raises(TypeError, match=r"^Ways must be an integer, not True$"):
+            check(ways=True)
+        for bad in (0, -1, 11):
+            with pytest.raises(ValueError, match=rf"^Ways must be an integer from 1 to the "
+                                                 rf"number of classes \(10\), not {bad}$"):
+                check(ways=bad)
+        with pytest.raises(TypeError, match=r"^Divider bits per cycle must be an integer, "
+                                            r"not '2'$"):
+            check(div_bits="2")
+        with pytest.raises(TypeError, match=r"^Divider bits per cycle must be an integer, "
+                                            r"not False$"):
+            check(div_bits=False)
+        for bad in (0, 5):
+            with pytest.raises(ValueError, match=rf"^Divider bits per cycle must be an integer "
+                                                 rf"from 1 to 4, not {bad}$"):
+                check(div_bits=bad)
+    with pytest.raises(TypeError, match=r"Format must be a FixedFormat, not None"):
+        softmax_latency(None, 10)
+    with pytest.raises(ValueError, match=r"from 2 to 64, not 1$"):
+        softmax_latency(fmt, 1)

@@ -275,7 +275,9 @@ class TrainingCore(wiring.Component):
                     bwd.delta.eq(delta), bwd.grad.eq(grad), bwd.negate.eq(negate)]
 
         def both_done():
-            """True once both engines have finished the step (each may finish first)."""
+            """True once both engines have finished the step (each may finish first).
+
+            Emits ``m.If`` blocks: call it once per state, before any If/Elif chain."""
             with m.If(fwd.done):
                 m.d.sync += fwd_seen.eq(1)
             with m.If(bwd.done):
@@ -286,9 +288,11 @@ class TrainingCore(wiring.Component):
             m.d.comb += half_clr.eq(1 << cur_half)
         m.d.sync += step_cycles.eq(step_cycles + 1)
 
-        # Speculation distance: sum over classes of |y_stash - y|.
+        # Speculation distance: sum over classes of |y_stash - y|. Combinational: the forward
+        # engine latches y before it reports done, the backward engine fetched y_stash at the
+        # start of its pass, so the decision is taken in the cycle both are done.
         dist = Signal(range(2 * C << p.fmt.prob_frac))
-        m.d.sync += dist.eq(sum(Mux(bwd.y[j] > fwd.y[j], bwd.y[j] - fwd.y[j],
+        m.d.comb += dist.eq(sum(Mux(bwd.y[j] > fwd.y[j], bwd.y[j] - fwd.y[j],
                                     fwd.y[j] - bwd.y[j]) for j in range(C)))
 
         m.d.comb += [self.o.payload.label.eq(cur_label),
@@ -336,16 +340,13 @@ class TrainingCore(wiring.Component):
                     m.next = "BWD"
             with m.State("BWD"):
                 with m.If(bwd.done):
-                    m.next = "STEP_END"
+                    m.next = "RESULT"
             with m.State("SPEC"):
-                with m.If(both_done()):
-                    m.next = "COMPARE"
-            with m.State("COMPARE"):
-                # dist was registered from y_stash (backward engine) and y (forward engine).
-                with m.If(dist <= self.threshold):
+                done = both_done()   # call once: it emits its own m.If blocks
+                with m.If(done & (dist <= self.threshold)):
                     m.d.sync += kind.eq(ACCEPTED)
-                    m.next = "STEP_END"
-                with m.Else():
+                    m.next = "RESULT"
+                with m.Elif(done):
                     m.d.sync += kind.eq(REJECTED)
                     m.d.comb += start_bwd(spec_slot, cur_label, delta=0, grad=1, negate=1)
                     m.next = "UNDO"
@@ -362,16 +363,15 @@ class TrainingCore(wiring.Component):
                     with m.Else():
                         m.d.sync += [pend.eq(1), pend_slot.eq(cur_slot),
                                      pend_label.eq(cur_label)]
-                        m.next = "STEP_END"
-            with m.State("STEP_END"):
-                # The sample becomes its label's stash entry; the label's old slot is freed.
-                m.d.sync += slot_of[cur_label].eq(cur_slot)
-                m.d.sync += valid.eq(valid | (1 << cur_label))
-                m.d.comb += free_set.eq(1 << slot_of[cur_label])
-                m.next = "RESULT"
+                        m.next = "RESULT"
             with m.State("RESULT"):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
+                    with m.If(kind != INFERENCE):
+                        # The sample becomes its label's stash entry; the old slot is freed.
+                        m.d.sync += [slot_of[cur_label].eq(cur_slot),
+                                     valid.eq(valid | (1 << cur_label))]
+                        m.d.comb += free_set.eq(1 << slot_of[cur_label])
                     m.d.sync += self.samples.eq(self.samples + 1)
                     with m.If(kind == ACCEPTED):
                         m.d.sync += self.accepted.eq(self.accepted + 1)

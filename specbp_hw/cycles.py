@@ -18,14 +18,16 @@ the error products of every layer after the first.
 
 from dataclasses import dataclass
 
+from . import softmax
 from .params import CoreParams
 
-__all__ = ["CycleModel"]
+__all__ = ["CycleModel", "softmax_latency"]
 
 
 def softmax_latency(params):
-    """:attr:`specbp_hw.softmax.Softmax.latency` without building the component."""
-    return 3 * params.classes + params.fmt.recip_frac + 5
+    """The core's softmax latency (:func:`specbp_hw.softmax.softmax_latency`)."""
+    return softmax.softmax_latency(params.fmt, params.classes, ways=params.softmax_ways,
+                                   div_bits=params.softmax_div_bits)
 
 
 @dataclass(frozen=True)
@@ -60,29 +62,29 @@ class CycleModel:
 
     @property
     def serial_step(self):
-        return self.forward + self.backward + 2
+        return self.forward + self.backward + 1
 
     @property
     def accepted_step(self):
-        return max(self.forward, self.backward) + 3
+        return max(self.forward, self.backward) + 1
 
     @property
     def rejected_step(self):
-        return max(self.forward, self.backward) + 3 + self.undo + self.backward
+        return max(self.forward, self.backward) + 1 + self.undo + self.backward
 
     @property
     def pipelined_first_step(self):
         """First step of a batch: nothing pending for the backward engine."""
-        return self.forward + 2
+        return self.forward + 1
 
     @property
     def pipelined_step(self):
-        return max(self.forward, self.backward) + 2
+        return max(self.forward, self.backward) + 1
 
     @property
     def pipelined_last_step(self):
         """Last step of a batch: its own backward pass drains the pipeline."""
-        return max(self.forward, self.backward) + self.backward + 2
+        return max(self.forward, self.backward) + self.backward + 1
 
     def step_cycles(self, schedule, kinds, batch):
         """Predicted cycles of each step, given each step's kind (0 not attempted, 1 accepted,
@@ -94,7 +96,7 @@ class CycleModel:
             last = pos + 1 >= batch or i == n - 1
             if schedule == "pipelined":
                 if pos == 0 and last:
-                    out.append(self.forward + self.backward + 2)
+                    out.append(self.serial_step)
                 elif pos == 0:
                     out.append(self.pipelined_first_step)
                 elif last:
@@ -140,7 +142,7 @@ class CycleModel:
         total = 0
         for b in batches:
             if schedule == "pipelined":
-                total += self.forward + self.backward + 2 if b == 1 else (
+                total += self.serial_step if b == 1 else (
                     self.pipelined_first_step + (b - 2) * self.pipelined_step
                     + self.pipelined_last_step)
             elif schedule == "speculative":

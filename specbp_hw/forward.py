@@ -55,7 +55,8 @@ class ForwardEngine(wiring.Component):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
         self._p = p = params
         fmt = p.fmt
-        self._softmax = Softmax(fmt, p.classes)
+        self._softmax = Softmax(fmt, p.classes, ways=p.softmax_ways,
+                                div_bits=p.softmax_div_bits)
         super().__init__({
             "start": In(1),
             "half": In(1),

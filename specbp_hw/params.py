@@ -48,6 +48,11 @@ class CoreParams:
         Learning rate, a synthesis-time constant.
     clip : float
         Gradient clip, a synthesis-time constant.
+    softmax_ways : int
+        Classes per cycle in the softmax's exponential and scaling stages (1: sequential, few
+        multipliers; ``classes``: fully parallel, lowest latency).
+    softmax_div_bits : int
+        Quotient bits per cycle of the softmax's reciprocal divider.
     """
 
     layers: tuple = (784, 16, 16, 10)
@@ -57,6 +62,8 @@ class CoreParams:
     max_batch: int = 16
     lr: float = 0.01
     clip: float = 5.0
+    softmax_ways: int = 1
+    softmax_div_bits: int = 1
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -91,6 +98,9 @@ class CoreParams:
             raise ValueError("prob_frac must be below the activation width (y is stashed in "
                              "activation words)")
         self.fmt.lr_int(self.lr)
+        from .softmax import softmax_latency
+        softmax_latency(self.fmt, layers[-1], ways=self.softmax_ways,
+                        div_bits=self.softmax_div_bits)   # validates both
 
     # -- geometry ----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from test_train import random_data
 # layers, K (inputs per cycle), N (lanes), batch, samples, threshold giving both decisions
 CASES = [
     ((16, 8, 8, 4), 2, 4, 5, 12, 0.003),
+    ((16, 8, 8, 10), 2, 8, 5, 13, 0.003),   # with the parallel softmax, see PARALLEL below
     ((12, 4, 3), 1, 4, 3, 10, 0.004),       # output layer padded (3 classes, 4 lanes)
     ((16, 8, 4, 10), 4, 4, 4, 14, 0.004),   # 10 classes over 3 column blocks
     ((8, 4, 4, 2), 4, 2, 1, 7, 0.01),       # batch size 1
@@ -44,7 +45,9 @@ def check_equal(run, ref):
 @pytest.mark.parametrize("schedule", ["serial", "speculative", "pipelined"])
 @pytest.mark.parametrize("layers, K, N, batch, n, thr", CASES)
 def test_core_is_bit_exact(layers, K, N, batch, n, thr, schedule):
-    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05)
+    parallel = layers == (16, 8, 8, 10)
+    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05,
+                   softmax_ways=10 if parallel else 1, softmax_div_bits=2 if parallel else 1)
     data = random_data(np.random.default_rng(sum(layers) + n), n, layers[0], layers[-1],
                        repeat=0.5)
     threshold = thr if schedule == "speculative" else 0.0
@@ -121,6 +124,8 @@ def test_pack_unpack_round_trip():
     (dict(layers=(784, 16, 17)), "2 to 16 classes"),
     (dict(lanes=0), "lanes must be a positive integer"),
     (dict(max_batch=32), "fmt.max_batch"),
+    (dict(softmax_ways=11), "ays"),
+    (dict(softmax_div_bits=9), "iv"),
 ])
 def test_params_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -220,46 +220,38 @@ class CoreParams:
 
     # -- conversions between the golden model's arrays and memory words -----------------------
 
-    def pack_params(self, params):
-        """Golden ``[(W, b), ...]`` (int arrays) to a list of per-word element lists."""
+    def _positions(self):
+        """Every stored parameter as ``(word, element, layer, i, j)``: weight ``W_l[i][j]``, or
+        bias ``b_l[j]`` when ``i`` is None. Padding elements are not listed."""
         K, N = self.inputs, self.lanes
-        words = []
-        for l, (w, b) in enumerate(params):
+        for l in range(self.n_layers):
             n_out = self.layers[l + 1]
             for r in range(self.rows(l) + 1):
                 for c in range(self.cols(l)):
-                    word = [0] * self.block
-                    for n in range(N):
-                        j = c * N + n
-                        if j >= n_out:
-                            continue
+                    word = self.base(l) + r * self.cols(l) + c
+                    for n in range(min(N, n_out - c * N)):
                         if r < self.rows(l):
                             for k in range(K):
-                                word[k * N + n] = int(w[r * K + k, j])
+                                yield word, k * N + n, l, r * K + k, c * N + n
                         else:
-                            word[n] = int(b[j])
-                    words.append(word)
+                            yield word, n, l, None, c * N + n
+
+    def pack_params(self, params):
+        """Golden ``[(W, b), ...]`` (int arrays) to a list of per-word element lists."""
+        words = [[0] * self.block for _ in range(self.depth)]
+        for word, e, l, i, j in self._positions():
+            w, b = params[l]
+            words[word][e] = int(b[j] if i is None else w[i, j])
         return words
 
     def unpack_params(self, words):
         """Inverse of :meth:`pack_params`: per-word element lists to ``[(W, b), ...]``."""
-        K, N = self.inputs, self.lanes
-        params = []
-        for l in range(self.n_layers):
-            n_in, n_out = self.layers[l], self.layers[l + 1]
-            w = np.zeros((n_in, n_out), np.int64)
-            b = np.zeros(n_out, np.int64)
-            for r in range(self.rows(l) + 1):
-                for c in range(self.cols(l)):
-                    word = words[self.base(l) + r * self.cols(l) + c]
-                    for n in range(N):
-                        j = c * N + n
-                        if j >= n_out:
-                            continue
-                        if r < self.rows(l):
-                            for k in range(K):
-                                w[r * K + k, j] = word[k * N + n]
-                        else:
-                            b[j] = word[n]
-            params.append((w, b))
+        params = [(np.zeros((a, b), np.int64), np.zeros(b, np.int64))
+                  for a, b in zip(self.layers[:-1], self.layers[1:])]
+        for word, e, l, i, j in self._positions():
+            w, b = params[l]
+            if i is None:
+                b[j] = words[word][e]
+            else:
+                w[i, j] = words[word][e]
         return params

@@ -60,6 +60,7 @@ class BackwardEngine(wiring.Component):
             "delta": In(1),
             "grad": In(1),
             "negate": In(1),
+            "fuse": In(1),
             "done": Out(1),
             "busy": Out(1),
             "y": Out(data.ArrayLayout(unsigned(fmt.prob_frac), p.classes)),
@@ -73,6 +74,13 @@ class BackwardEngine(wiring.Component):
                                                  shape=p.grad_word)),
             "g_wr": In(memory.WritePort.Signature(addr_width=addr_width(p.depth),
                                                   shape=p.grad_word)),
+            # Fused batch boundary: the sweep hands each word's final sums to the update.
+            "fu_rd_valid": Out(1),
+            "fu_rd_addr": Out(range(p.depth)),
+            "fu_valid": Out(1),
+            "fu_addr": Out(range(p.depth)),
+            "fu_kind": Out(range(2 * p.n_layers)),
+            "fu_g": Out(p.grad_word),
         })
 
     @property
@@ -90,6 +98,7 @@ class BackwardEngine(wiring.Component):
         label = Signal.like(self.label)
         do_grad = Signal()
         negate = Signal()
+        fuse = Signal()
 
         # Local copies of the slot's activations (outputs of each hidden layer) and y.
         acts = [Signal(data.ArrayLayout(signed(fmt.act.width), p.layers[l + 1]),
@@ -140,6 +149,7 @@ class BackwardEngine(wiring.Component):
         layer1 = Signal.like(layer)  # the gradient sweep crosses layers without draining
         row1, row2, row3 = (Signal.like(row, name=f"row{i}") for i in (1, 2, 3))
         addr1, addr2 = Signal.like(addr), Signal.like(addr)
+        layer2, bias2 = Signal.like(layer), Signal()
         gdat2 = Signal.like(self.g_rd.data)
 
         rows = Array(Const(p.rows(l)) for l in range(L))
@@ -166,6 +176,7 @@ class BackwardEngine(wiring.Component):
             v1.eq(issuing), first1.eq(col == 0), last1.eq(col == cols[layer] - 1),
             bias1.eq(row == rows[layer]), row1.eq(row), addr1.eq(addr), layer1.eq(layer),
             v2.eq(v1), first2.eq(first1), last2.eq(last1), row2.eq(row1), addr2.eq(addr1),
+            layer2.eq(layer1), bias2.eq(bias1),
             gdat2.eq(self.g_rd.data),
         ]
 
@@ -205,10 +216,17 @@ class BackwardEngine(wiring.Component):
                                 Mux(pos, e, round_shift(e, fmt.leak_shift)))
 
         # ---- gradient phase: stage 2 read-modify-write --------------------------------------
+        # With ``fuse`` (the last pass of a batch) the final sums go to the update engine and
+        # the accumulators are cleared in the same write: no separate update sweep.
         m.d.comb += [self.g_wr.addr.eq(addr2), self.g_wr.en.eq(v2 & mode_grad)]
         for i in range(K * N):
-            m.d.comb += self.g_wr.data[i].eq(
-                Mux(negate, gdat2[i] - prod[i], gdat2[i] + prod[i]))
+            m.d.comb += self.fu_g[i].eq(Mux(negate, gdat2[i] - prod[i], gdat2[i] + prod[i]))
+            m.d.comb += self.g_wr.data[i].eq(Mux(fuse, 0, self.fu_g[i]))
+        m.d.comb += [
+            self.fu_rd_valid.eq(v1 & mode_grad & fuse), self.fu_rd_addr.eq(addr1),
+            self.fu_valid.eq(v2 & mode_grad & fuse), self.fu_addr.eq(addr2),
+            self.fu_kind.eq(2 * layer2 + bias2),
+        ]
 
         # ---- control ------------------------------------------------------------------------
         m.d.comb += self.done.eq(0)
@@ -224,7 +242,7 @@ class BackwardEngine(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [slot.eq(self.slot), label.eq(self.label),
                              do_grad.eq(self.grad), negate.eq(self.negate & ~self.delta),
-                             fidx.eq(0)]
+                             fuse.eq(self.fuse & self.grad), fidx.eq(0)]
                 with m.If(self.delta):
                     m.next = "FETCH"
                 with m.Else():

@@ -174,12 +174,16 @@ class TrainingCore(wiring.Component):
         updating = upd.busy
         # Weights port A: update reads during the batch update, host readback when idle,
         # the forward engine otherwise.
+        # Fused batch boundary: the backward engine's last sweep feeds the update lanes.
+        m.d.comb += [upd.f_valid.eq(bwd.fu_valid), upd.f_addr.eq(bwd.fu_addr),
+                     upd.f_kind.eq(bwd.fu_kind), upd.f_g.eq(bwd.fu_g)]
         m.d.comb += [
-            w_a.addr.eq(Mux(updating, upd.w_rd.addr, Mux(self.idle, self.rb_addr,
-                                                         fwd.w_rd.addr))),
+            w_a.addr.eq(Mux(updating, upd.w_rd.addr,
+                            Mux(bwd.fu_rd_valid, bwd.fu_rd_addr,
+                                Mux(self.idle, self.rb_addr, fwd.w_rd.addr)))),
             fwd.w_rd.data.eq(w_a.data), upd.w_rd.data.eq(w_a.data), self.rb_data.eq(w_a.data),
             # Port B: one address for its read (backward engine) and write (update) sides.
-            w_b.addr.eq(Mux(updating, upd.w_wr.addr, bwd.w_rd.addr)),
+            w_b.addr.eq(Mux(updating | upd.writing, upd.w_wr.addr, bwd.w_rd.addr)),
             w_bw.addr.eq(w_b.addr),
             w_bw.data.eq(upd.w_wr.data), w_bw.en.eq(upd.w_wr.en),
             bwd.w_rd.data.eq(w_b.data),
@@ -270,9 +274,18 @@ class TrainingCore(wiring.Component):
             return [fwd.start.eq(1), fwd.half.eq(r_half), fwd.slot.eq(r_slot),
                     fwd.stash.eq(stash)]
 
-        def start_bwd(slot, label, delta=1, grad=1, negate=0):
+        fused = Signal()    # this step's last backward pass also updated the weights
+
+        def start_bwd(slot, label, delta=1, grad=1, negate=0, fuse=0):
             return [bwd.start.eq(1), bwd.slot.eq(slot), bwd.label.eq(label),
-                    bwd.delta.eq(delta), bwd.grad.eq(grad), bwd.negate.eq(negate)]
+                    bwd.delta.eq(delta), bwd.grad.eq(grad), bwd.negate.eq(negate),
+                    bwd.fuse.eq(fuse)]
+
+        def start_final_bwd():
+            # The step's own, non-speculative backward pass: at a batch boundary it applies
+            # the update as it sweeps (fused), so no separate update sweep follows.
+            m.d.sync += fused.eq(batch_end)
+            return start_bwd(cur_slot, cur_label, fuse=batch_end)
 
         def both_done():
             """True once both engines have finished the step (each may finish first).
@@ -309,7 +322,7 @@ class TrainingCore(wiring.Component):
                     m.d.comb += take.eq(1)
                     m.d.sync += [cur_slot.eq(r_slot), cur_half.eq(r_half), cur_label.eq(label_in),
                                  cur_last.eq(r_last), cur_sched.eq(self.schedule),
-                                 step_cycles.eq(1), fwd_seen.eq(0), bwd_seen.eq(0),
+                                 step_cycles.eq(1), fwd_seen.eq(0), bwd_seen.eq(0), fused.eq(0),
                                  kind.eq(NOT_ATTEMPTED), spec_slot.eq(slot_of[label_in])]
                     with m.If(self.infer):
                         m.d.comb += start_fwd(stash=0)
@@ -336,7 +349,7 @@ class TrainingCore(wiring.Component):
                     m.next = "RESULT"
             with m.State("SERIAL_FWD"):
                 with m.If(fwd.done):
-                    m.d.comb += start_bwd(cur_slot, cur_label)
+                    m.d.comb += start_final_bwd()
                     m.next = "BWD"
             with m.State("BWD"):
                 with m.If(bwd.done):
@@ -352,12 +365,12 @@ class TrainingCore(wiring.Component):
                     m.next = "UNDO"
             with m.State("UNDO"):
                 with m.If(bwd.done):
-                    m.d.comb += start_bwd(cur_slot, cur_label)
+                    m.d.comb += start_final_bwd()
                     m.next = "BWD"
             with m.State("PIPE"):
                 with m.If(both_done()):
                     with m.If(batch_end):
-                        m.d.comb += start_bwd(cur_slot, cur_label)
+                        m.d.comb += start_final_bwd()
                         m.d.sync += pend.eq(0)
                         m.next = "BWD"
                     with m.Else():
@@ -378,6 +391,9 @@ class TrainingCore(wiring.Component):
                     with m.If(kind == REJECTED):
                         m.d.sync += self.rejected.eq(self.rejected + 1)
                     with m.If(kind == INFERENCE):
+                        m.next = "WAIT"
+                    with m.Elif(batch_end & fused):
+                        m.d.sync += count.eq(0)
                         m.next = "WAIT"
                     with m.Elif(batch_end):
                         m.d.comb += upd.start.eq(1)

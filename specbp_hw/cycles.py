@@ -9,7 +9,10 @@ terms follow the engines' structure (see their module docstrings):
   (``rows * cols`` words each plus a 3-cycle drain), one gradient sweep over all ``depth`` words,
   5 cycles of start/drain/finish;
 - undo of a rejected speculation: one gradient sweep, ``depth + 3``;
-- batch update: ``depth + 4``.
+- batch update: none when the batch's last backward pass is the step's own (serial, pipelined,
+  or a speculative step that was not accepted): that pass is *fused* with the update, which
+  takes each word's final sums from the sweep at no extra cycles. A batch that ends on an
+  accepted speculation needs a separate update sweep of ``depth + 4`` cycles.
 
 MAC bounds (the issue's F* and B*): the multiply-accumulates of a pass divided by the ``K x N``
 multipliers of its engine; the backward pass has the gradient outer products of every layer and
@@ -112,9 +115,12 @@ class CycleModel:
             pos = 0 if last else pos + 1
         return out
 
-    def updates(self, n, batch):
-        """Batch updates in a run of ``n`` samples (the last batch may be short)."""
-        return -(-n // batch)
+    def update_cycles(self, kinds, batch):
+        """Cycles of separate update sweeps in a run: one per batch that ends on an accepted
+        speculation (every other batch is updated by its fused last pass)."""
+        n = len(kinds)
+        ends = [min(i + batch, n) - 1 for i in range(0, n, batch)]
+        return sum(self.update for i in ends if kinds[i] == 1)
 
     # -- MAC bounds ----------------------------------------------------------------------------
 
@@ -148,7 +154,7 @@ class CycleModel:
             elif schedule == "speculative":
                 total += b * (accept_rate * self.accepted_step
                               + (1 - accept_rate) * self.rejected_step)
+                total += accept_rate * self.update    # batches ending on an accepted step
             else:
                 total += b * self.serial_step
-            total += self.update
         return total

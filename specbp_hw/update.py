@@ -42,6 +42,13 @@ class UpdateEngine(wiring.Component):
             "w_wr": In(memory.WritePort.Signature(addr_width=aw, shape=p.weight_word)),
             "g_rd": In(memory.ReadPort.Signature(addr_width=aw, shape=p.grad_word)),
             "g_wr": In(memory.WritePort.Signature(addr_width=aw, shape=p.grad_word)),
+            # Fused batch boundary: final sums from the backward engine's sweep (the weight
+            # word is read on w_rd one cycle earlier by the backward engine's address).
+            "f_valid": In(1),
+            "f_addr": In(range(p.depth)),
+            "f_kind": In(range(2 * p.n_layers)),
+            "f_g": In(p.grad_word),
+            "writing": Out(1),
         })
 
     def elaborate(self, platform):
@@ -64,6 +71,7 @@ class UpdateEngine(wiring.Component):
         col = Signal(range(max(p.cols(l) for l in range(L))))
         issuing = Signal()
         v1, v2, v3 = Signal(), Signal(), Signal()
+        f2, f3 = Signal(), Signal()      # the word came from a fused sweep
         kind1 = Signal(range(len(kinds)))
         addr1, addr2, addr3 = (Signal(range(p.depth), name=f"addr{i}") for i in (1, 2, 3))
         w2 = Signal.like(self.w_rd.data)
@@ -76,13 +84,17 @@ class UpdateEngine(wiring.Component):
         m.d.sync += [
             v1.eq(issuing), kind1.eq(2 * layer + (row == Array(Const(p.rows(l))
                                                                for l in range(L))[layer])),
-            addr1.eq(addr), v2.eq(v1), addr2.eq(addr1), v3.eq(v2), addr3.eq(addr2),
+            addr1.eq(addr), v2.eq(v1 | self.f_valid),
+            addr2.eq(Mux(self.f_valid, self.f_addr, addr1)),
+            f2.eq(self.f_valid), v3.eq(v2), addr3.eq(addr2), f3.eq(f2),
             w2.eq(self.w_rd.data), w3.eq(w2),
         ]
+        kind_s1 = Signal.like(kind1)
+        m.d.comb += kind_s1.eq(Mux(self.f_valid, self.f_kind, kind1))
         # Stage 1: clip to +-clip, round to the update format.
         for i in range(p.block):
-            g = self.g_rd.data[i]
-            with m.Switch(kind1):
+            g = Mux(self.f_valid, self.f_g[i], self.g_rd.data[i])
+            with m.Switch(kind_s1):
                 for k, frac in enumerate(kinds):
                     with m.Case(k):
                         c = round(p.clip * (1 << frac))
@@ -95,8 +107,9 @@ class UpdateEngine(wiring.Component):
             m.d.comb += self.w_wr.data[i].eq(saturate(w3[i] - round_shift(raw3[i], shift),
                                                       fmt.weight))
             m.d.comb += self.g_wr.data[i].eq(0)
-        m.d.comb += [self.w_wr.addr.eq(addr3), self.w_wr.en.eq(v3),
-                     self.g_wr.addr.eq(addr3), self.g_wr.en.eq(v3)]
+        m.d.comb += [self.w_wr.addr.eq(addr3), self.w_wr.en.eq(v3), self.writing.eq(v3),
+                     # A fused sweep has cleared the accumulator itself.
+                     self.g_wr.addr.eq(addr3), self.g_wr.en.eq(v3 & ~f3)]
 
         m.d.comb += self.done.eq(0)
         with m.FSM():

@@ -32,7 +32,7 @@ def test_model_predicts_rtl_cycles(layers, K, N, batch, n, ways, div_bits, sched
                     threshold=p.fmt.threshold_int(thr, layers[-1]), batch=batch)
     model = CycleModel(p)
     assert run.step_cycles.tolist() == model.step_cycles(schedule, run.kinds.tolist(), batch)
-    assert run.counters["update_cycles"] == model.updates(n, batch) * model.update
+    assert run.counters["update_cycles"] == model.update_cycles(run.kinds.tolist(), batch)
 
 
 def test_softmax_latency_matches_the_component():

@@ -110,7 +110,6 @@ class TrainingCore(wiring.Component):
         if not isinstance(params, CoreParams):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
         self._p = p = params
-        fmt = p.fmt
         self._init = p.pack_params(init) if init is not None else None
         super().__init__({
             "i": In(stream.Signature(sample_layout(p))),

@@ -55,3 +55,17 @@ async def stream_get(ctx, stream, *, gaps=None):
     payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
     ctx.set(stream.ready, 0)
     return payload
+
+
+async def pulse_and_wait(ctx, start, done):
+    """Pulse ``start`` for one cycle, wait for ``done``, step past it; return the cycles from the
+    start cycle to the ``done`` cycle, both included (an engine's latency)."""
+    ctx.set(start, 1)
+    await ctx.tick()
+    ctx.set(start, 0)
+    cycles = 1
+    while not ctx.get(done):
+        await ctx.tick()
+        cycles += 1
+    await ctx.tick()
+    return cycles

@@ -13,6 +13,7 @@ from golden.fixed_model import FixedArith
 from specbp_hw.backward import BackwardEngine
 from specbp_hw.cycles import CycleModel
 from specbp_hw.params import CoreParams
+from specbp_hw.testing import pulse_and_wait
 
 
 def run_backward(p, params, image, acts, y, label):
@@ -44,14 +45,7 @@ def run_backward(p, params, image, acts, y, label):
         ctx.set(bwd.delta, delta)
         ctx.set(bwd.grad, 1)
         ctx.set(bwd.negate, negate)
-        ctx.set(bwd.start, 1)
-        await ctx.tick()
-        ctx.set(bwd.start, 0)
-        cycles = 1
-        while not ctx.get(bwd.done):
-            await ctx.tick()
-            cycles += 1
-        await ctx.tick()
+        cycles = await pulse_and_wait(ctx, bwd.start, bwd.done)
         return cycles, [[int(v) for v in ctx.get(grads.data[a])] for a in range(p.depth)]
 
     async def bench(ctx):

@@ -13,6 +13,7 @@ from golden.fixed_model import FixedArith
 from specbp_hw.cycles import CycleModel
 from specbp_hw.forward import ForwardEngine
 from specbp_hw.params import CoreParams
+from specbp_hw.testing import pulse_and_wait
 
 
 def run_forward(p, params, images):
@@ -40,14 +41,7 @@ def run_forward(p, params, images):
             ctx.set(fwd.half, half)
             ctx.set(fwd.slot, slot)
             ctx.set(fwd.stash, 1)
-            ctx.set(fwd.start, 1)
-            await ctx.tick()
-            ctx.set(fwd.start, 0)
-            cycles = 1
-            while not ctx.get(fwd.done):
-                await ctx.tick()
-                cycles += 1
-            await ctx.tick()
+            cycles = await pulse_and_wait(ctx, fwd.start, fwd.done)
             words = [[int(v) for v in ctx.get(acts.data[slot * wps + w])] for w in range(wps)]
             out.append((words, [int(v) for v in ctx.get(fwd.y)], ctx.get(fwd.prediction),
                         cycles))

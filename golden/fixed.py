@@ -81,9 +81,6 @@ class Q:
         """Round ``v`` (with ``frac_in`` fraction bits) to nearest in this format, saturating."""
         return self.saturate(round_shift(v, frac_in - self.frac))
 
-    def to_float(self, v):
-        return np.asarray(v, dtype=np.float64) * 2.0 ** -self.frac
-
     def __str__(self):
         return f"s{self.int_bits}.{self.frac}"
 

@@ -93,8 +93,7 @@ def _previous_same_label(labels, valid, classes):
     return prev, last
 
 
-def train(arith, cfg, data, *, epochs=None, trace=False, progress=None, on_epoch=None,
-          close=True):
+def train(arith, cfg, data, *, epochs=None, trace=False, on_epoch=None, close=True):
     """Train with ``arith`` on ``data`` under ``cfg``; returns a :class:`TrainResult`.
 
     Parameters
@@ -108,8 +107,6 @@ def train(arith, cfg, data, *, epochs=None, trace=False, progress=None, on_epoch
     trace : bool
         Record, per training step, the kind (0 not attempted, 1 accepted, 2 rejected), the
         prediction of the forward pass and the label.
-    progress : callable, optional
-        Called as ``progress(epoch, samples_done, samples_total)`` after every batch.
     on_epoch : callable, optional
         Called with each epoch's :class:`EpochStats` as soon as it is complete.
     close : bool
@@ -183,8 +180,6 @@ def train(arith, cfg, data, *, epochs=None, trace=False, progress=None, on_epoch
                 s[keep] = p[rows]
             stash.y[keep] = pool_y[rows]
             stash.valid |= keep
-            if progress is not None:
-                progress(epoch, min(start + cfg.batch, n), n)
 
         test_acc = evaluate(arith, params, data.test_images, data.test_labels)
         steps = max(n, 1)

@@ -93,7 +93,8 @@ def _previous_same_label(labels, valid, classes):
     return prev, last
 
 
-def train(arith, cfg, data, *, epochs=None, trace=False, on_epoch=None, close=True):
+def train(arith, cfg, data, *, epochs=None, trace=False, on_epoch=None, on_batch=None,
+          close=True):
     """Train with ``arith`` on ``data`` under ``cfg``; returns a :class:`TrainResult`.
 
     Parameters
@@ -109,6 +110,8 @@ def train(arith, cfg, data, *, epochs=None, trace=False, on_epoch=None, close=Tr
         prediction of the forward pass and the label.
     on_epoch : callable, optional
         Called with each epoch's :class:`EpochStats` as soon as it is complete.
+    on_batch : callable, optional
+        Called as ``on_batch(params)`` after each batch's update, in order over all epochs.
     close : bool
         Apply the update of a final short batch at the end of the last epoch (the algorithm).
         With False that batch stays open and its accumulators are returned in
@@ -168,6 +171,8 @@ def train(arith, cfg, data, *, epochs=None, trace=False, on_epoch=None, close=Tr
                                    [p[src] for p in pool_pos], pool_y[src], labels)
             if close or epoch < epochs - 1 or len(labels) == cfg.batch:
                 params = arith.update(params, grads)
+                if on_batch is not None:
+                    on_batch(params)
             else:
                 result.grads = grads
 

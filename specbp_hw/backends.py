@@ -149,9 +149,12 @@ class CxxrtlTrainer:
     """
 
     def __init__(self, params, *, cache_dir=None):
-        from .cxxrtl import CxxrtlSim
+        from .cxxrtl import CxxrtlError, CxxrtlSim, compiler_available
         if not isinstance(params, CoreParams):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
+        if not compiler_available():
+            # Checked before elaborating anything (the design's conversion takes seconds).
+            raise CxxrtlError("no C++ compiler found (set CXX or install g++)")
         self.params = params
         self.codec = WordCodec(params)
         # The weights come from write_memory, so the build does not depend on the seed.

@@ -408,12 +408,12 @@ class CxxrtlSim:
         from amaranth.back import rtlil
 
         start = time.perf_counter()
+        # Source locations are left out so that editing unrelated lines keeps the cache valid.
+        il = rtlil.convert(design, name=name, ports=ports, emit_src=False)
         compiler = _find_compiler(cxx)
         if compiler is None:
             where = f": {cxx!r} is not an executable on PATH" if cxx else ""
             raise CxxrtlError(f"no C++ compiler found{where} (set CXX or install g++)")
-        # Source locations are left out so that editing unrelated lines keeps the cache valid.
-        il = rtlil.convert(design, name=name, ports=ports, emit_src=False)
         identity = _compiler_identity(compiler, os.stat(compiler).st_mtime_ns)
         flags = [opt, *_CXX_FLAGS]
         design_key = _key(il, _DESIGN, identity, " ".join(flags), _YOSYS_SCRIPT, name,

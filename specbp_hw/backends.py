@@ -261,7 +261,7 @@ def train_pysim(params, init, images, labels, *, schedule, threshold, batch, epo
         raise ValueError(f"Amaranth's simulator cannot compile this design ({params.inputs} "
                          f"inputs per cycle nest too deeply for Python); use --backend cxxrtl "
                          f"or fewer --inputs") from None
-    seconds = time.perf_counter() - start
     return CoreRun(params=rtl.params, kinds=rtl.kinds, predictions=rtl.predictions,
                    step_cycles=rtl.step_cycles, counters=rtl.counters,
-                   sim_cycles=rtl.counters["cycles"], sim_seconds=seconds)
+                   sim_cycles=rtl.counters["cycles"], sim_seconds=rtl.seconds,
+                   extra={"wall_seconds": time.perf_counter() - start})

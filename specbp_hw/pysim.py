@@ -4,6 +4,7 @@ Slow (thousands of cycles per second) but needs nothing beyond Amaranth: tests a
 """
 
 from dataclasses import dataclass
+import time
 
 import numpy as np
 from amaranth.sim import Simulator
@@ -26,6 +27,7 @@ class RtlRun:
     counters: dict
     grads: list = None    # accumulator words at the end (all zero after a closing update)
     stash: dict = None    # label -> (pixels, hidden activations per layer, y) of valid labels
+    seconds: float = 0.0  # wall time until idle (the ``cycles`` counter's span)
 
 
 def schedule_code(schedule):
@@ -72,7 +74,13 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
     async def consumer(ctx):
         for _ in range(n):
             results.append(await stream_get(ctx, core.o, gaps=gaps))
-        await ctx.tick().until(core.idle)
+        # Stop at the first clock edge after which the core is idle (tick().until() would
+        # test the value sampled at the edge, one cycle later), as CXXRTL's run_until does.
+        while True:
+            await ctx.tick()
+            if ctx.get(core.idle):
+                break
+        out["idle_at"] = time.perf_counter()
         out["counters"] = {name: ctx.get(getattr(core, name)) for name in
                            ("cycles", "samples", "accepted", "rejected", "fwd_busy",
                             "bwd_busy", "update_cycles")}
@@ -106,13 +114,16 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
     out = {}
     sim.add_testbench(producer, background=True)
     sim.add_testbench(consumer)
+    start = time.perf_counter()
     if vcd:
         with sim.write_vcd(vcd):
             sim.run()
     else:
         sim.run()
+    seconds = out["idle_at"] - start
     return RtlRun(params=params.unpack_params(out["words"]),
                   kinds=np.array([r.kind for r in results]),
                   predictions=np.array([r.prediction for r in results]),
                   step_cycles=np.array([r.cycles for r in results]),
-                  counters=out["counters"], grads=out["grads"], stash=out["stash"])
+                  counters=out["counters"], grads=out["grads"], stash=out["stash"],
+                  seconds=seconds)

@@ -304,7 +304,7 @@ def plot(path, results, sweep=None, per_epoch=None):
     ax.set_ylim(max(0, lo - 5), 100)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy after training")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     if sweep is not None:
         ax = axes[2]
         t = [s["threshold"] for s in sweep]

@@ -175,15 +175,16 @@ class CxxrtlTrainer:
         return self.codec.unpack(self.codec.elements(raw))
 
     def train(self, init, images, labels, *, schedule, threshold, batch, epochs=1,
-              on_batch=None, vcd=None, progress=None):
+              on_batch=None, on_epoch=None, vcd=None, progress=None):
         """Train on ``epochs`` passes over ``images``/``labels``; returns a :class:`CoreRun`.
 
         ``threshold`` is the register value (probability LSBs). ``on_batch(b, params)`` is
         called with the weights after each complete batch ``b`` (0-based over the whole run,
         batches restart at each epoch) while the run continues, without disturbing its timing;
         it returns None or a string describing a mismatch (then no further calls are made).
-        Needs ``batch >= 2`` (with one-sample batches the next update may already be under way
-        when a result arrives). ``vcd = (path, first_cycle, n_cycles)`` records a window.
+        ``on_epoch(e, params)`` is called likewise with the weights after each epoch but the
+        last (whose weights are the result's). Both need ``batch >= 2`` (with one-sample
+        batches the next update may already be under way when a result arrives). ``vcd = (path, first_cycle, n_cycles)`` records a window.
         ``progress(samples_done, cycles)`` is called now and then.
         """
         p = self.params
@@ -199,11 +200,12 @@ class CxxrtlTrainer:
                            last_mask(n, epochs))
         # Stop points: results after which the weights equal those after a batch (the first
         # result of the next batch, whose forward pass reads the updated weights), and the
-        # progress reports in between.
-        starts = np.concatenate([np.arange(0, n, batch)[1:] + e * n for e in range(epochs)]) \
-            if on_batch is not None and batch >= 2 else np.zeros(0, np.int64)
-        start_set = {int(s): b for b, s in enumerate(starts)}
-        stops = sorted(set(int(s) + 1 for s in starts) | set(range(1000, total, 1000)) | {total})
+        # progress reports in between. Batches restart at each epoch (its last closes it).
+        starts = [e * n + s for e in range(epochs) for s in range(0, n, batch)][1:] \
+            if batch >= 2 and (on_batch is not None or on_epoch is not None) else []
+        start_set = {s: i for i, s in enumerate(starts)}
+        epoch_of = {e * n: e - 1 for e in range(1, epochs)}
+        stops = sorted({s + 1 for s in starts} | set(range(1000, total, 1000)) | {total})
         results = np.zeros(total, np.uint64)
         mismatch, checked = None, 0
         start = time.perf_counter()
@@ -226,9 +228,13 @@ class CxxrtlTrainer:
                 if window is not None and sim.tracing and sim.cycles >= window[1]:
                     sim.trace_stop(vcd[0])
                     window = None
-            if on_batch is not None and mismatch is None and received - 1 in start_set:
-                checked += 1
-                mismatch = on_batch(start_set[received - 1], self.read_params(sim))
+            if received - 1 in start_set:
+                weights = self.read_params(sim)
+                if on_batch is not None and mismatch is None:
+                    checked += 1
+                    mismatch = on_batch(start_set[received - 1], weights)
+                if on_epoch is not None and received - 1 in epoch_of:
+                    on_epoch(epoch_of[received - 1], weights)
             if progress is not None:
                 progress(received, sim.cycles)
         sim.run_until("idle", 1, max_cycles=10 * p.depth + 100_000)

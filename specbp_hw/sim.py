@@ -146,6 +146,12 @@ def run_schedule(trainer, backend, params, data, *, schedule, threshold, batch, 
     reg = params.fmt.threshold_int(threshold, params.classes) if schedule == "speculative" else 0
     total = len(labels) * epochs
     bar = Progress(schedule, total, progress)
+    fixed = FixedArith(cfg, params.fmt)
+    epoch_acc = {}
+
+    def on_epoch(e, got):
+        epoch_acc[e] = evaluate(fixed, got, data.test_images, data.test_labels)
+
     if backend == "cxxrtl":
         def on_batch(b, got):
             if b < len(ref.digests) and _digest(got) != ref.digests[b]:
@@ -153,25 +159,35 @@ def run_schedule(trainer, backend, params, data, *, schedule, threshold, batch, 
             return None
         run = trainer.train(init, images, labels, schedule=schedule, threshold=reg,
                             batch=batch, epochs=epochs, on_batch=on_batch if check else None,
-                            vcd=vcd, progress=bar)
+                            on_epoch=on_epoch if epochs > 1 else None, vcd=vcd, progress=bar)
     else:
         run = train_pysim(params, init, images, labels, schedule=schedule, threshold=reg,
                           batch=batch, epochs=epochs, vcd=vcd[0] if vcd else None)
     bar.close()
     mismatch = compare(run, ref) if check else None
-    fixed = FixedArith(cfg, params.fmt)
     rtl_acc = evaluate(fixed, run.params, data.test_images, data.test_labels)
+    epoch_acc[epochs - 1] = rtl_acc
     key = (gthr, batch, epochs, seed)
     if float_cache is not None and key in float_cache:
-        float_acc = float_cache[key]
+        float_epochs = float_cache[key]
     else:
         fcfg = cfg.replace(threshold=gthr)
-        float_acc = train(FloatArith(fcfg), fcfg, data).epochs[-1].test_accuracy
+        float_epochs = [e.test_accuracy for e in train(FloatArith(fcfg), fcfg, data).epochs]
         if float_cache is not None:
-            float_cache[key] = float_acc
+            float_cache[key] = float_epochs
+    float_acc = float_epochs[-1]
     kinds = np.asarray(run.kinds)
     steps = np.asarray(run.step_cycles)
     c = run.counters
+    n = len(labels)
+    per_epoch = [{
+        "epoch": e + 1,
+        "test_accuracy": epoch_acc.get(e),
+        "float_test_accuracy": float_epochs[e],
+        "step_cycles_mean": float(steps[e * n:(e + 1) * n].mean()),
+        "accepted": int((kinds[e * n:(e + 1) * n] == ACCEPTED).sum()),
+        "rejected": int((kinds[e * n:(e + 1) * n] == REJECTED).sum()),
+    } for e in range(epochs)]
 
     def mean_of(kind):
         sel = kinds == kind
@@ -205,6 +221,7 @@ def run_schedule(trainer, backend, params, data, *, schedule, threshold, batch, 
         "sim_cycles": int(run.sim_cycles),
         "sim_seconds": run.sim_seconds,
         "sim_cycles_per_second": run.sim_cycles / run.sim_seconds if run.sim_seconds else None,
+        "epochs": per_epoch,
     }
 
 
@@ -278,7 +295,8 @@ def plot(path, results, sweep=None, per_epoch=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 2 + (sweep is not None)
+    epochs = len(next(iter(results.values()))["epochs"])
+    panels = 2 + (sweep is not None) + (epochs > 1)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
     names = list(results)
     colors = {"serial": "#7f7f7f", "speculative": "#1f77b4", "pipelined": "#2ca02c"}
@@ -305,8 +323,25 @@ def plot(path, results, sweep=None, per_epoch=None):
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy after training")
     ax.legend(loc="upper right")
-    if sweep is not None:
+    if epochs > 1:
         ax = axes[2]
+        for n in names:
+            ep = results[n]["epochs"]
+            x = [e["epoch"] for e in ep]
+            color = colors.get(n, "#9467bd")
+            rtl = [(e["epoch"], 100 * e["test_accuracy"]) for e in ep
+                   if e["test_accuracy"] is not None]
+            if rtl:
+                ax.plot(*zip(*rtl), "o-", color=color, label=f"{n} RTL")
+            ax.plot(x, [100 * e["float_test_accuracy"] for e in ep], "x--", color=color,
+                    alpha=0.7, label=f"{n} float")
+        ax.set_xticks(range(1, epochs + 1))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Accuracy per epoch")
+        ax.legend(fontsize=7)
+    if sweep is not None:
+        ax = axes[-1]
         t = [s["threshold"] for s in sweep]
         ax.plot(t, [s["speedup"] for s in sweep], "o-", label="speedup vs serial")
         ax.set_xlabel("threshold (mean |y_stash - y|)")
@@ -564,6 +599,15 @@ def _main(args):
             print(f"{r['threshold']:>10g}{r['cycles']:>12,}{r['speedup']:>8.3f}x"
                   f"{_pct(r['acceptance_rate']):>10}{_pct(r['test_accuracy']):>9}"
                   f"{_pct(r['float_test_accuracy']):>10}{_exact(r['bit_exact']):>13}")
+    if args.epochs > 1:
+        print()
+        print(f"{'schedule':<12}{'epoch':>6}{'cyc/step':>10}{'accepted':>10}{'rejected':>10}"
+              f"{'RTL acc':>9}{'float acc':>10}")
+        for name, r in results.items():
+            for e in r["epochs"]:
+                print(f"{name:<12}{e['epoch']:>6}{e['step_cycles_mean']:>10.1f}"
+                      f"{e['accepted']:>10}{e['rejected']:>10}{_pct(e['test_accuracy']):>9}"
+                      f"{_pct(e['float_test_accuracy']):>10}")
     print()
     print(format_engines(results))
     print(f"\ncycle model: forward {model.forward}, backward {model.backward}, serial step "

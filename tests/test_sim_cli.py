@@ -68,6 +68,8 @@ def test_single_schedule_no_check_vcd_and_epochs(tmp_path):
     s = doc["schedules"]["serial"]
     assert s["bit_exact"] is None and s["samples"] == 8
     assert doc["seed"] == 3 and doc["epochs"] == 2
+    assert [e["epoch"] for e in s["epochs"]] == [1, 2]
+    assert s["epochs"][1]["test_accuracy"] == s["test_accuracy"]
     assert vcd.read_text().startswith("$") and "#" in vcd.read_text()
 
 

@@ -162,6 +162,22 @@ class CxxrtlTrainer:
         self.cache_hit = self._sim.cache_hit
         self.build_seconds = self._sim.build_seconds
 
+    @classmethod
+    def from_library(cls, params, library_path):
+        """A trainer on an already built library (another process's build): no conversion."""
+        from .cxxrtl import CxxrtlSim
+        self = object.__new__(cls)
+        self.params = params
+        self.codec = WordCodec(params)
+        self._sim = CxxrtlSim.load(library_path)
+        self.cache_hit = True
+        self.build_seconds = 0.0
+        return self
+
+    @property
+    def library_path(self):
+        return self._sim.library_path
+
     def close(self):
         self._sim.close()
 

@@ -556,12 +556,18 @@ class CxxrtlSim:
     def fresh(self):
         """A new, independent simulation of the same design from the same library, in its
         initial state (no conversion, no build)."""
-        other = object.__new__(type(self))
+        return type(self).load(self.library_path)
+
+    @classmethod
+    def load(cls, library_path):
+        """A simulation from an already built library (``library_path`` of an instance), e.g.
+        in another process."""
+        other = object.__new__(cls)
         other.cache_hit = True
         other.design_cache_hit = True
         other.build_seconds = 0.0
-        other.library_path = self.library_path
-        other._load(self.library_path)
+        other.library_path = pathlib.Path(library_path)
+        other._load(other.library_path)
         return other
 
     def close(self):

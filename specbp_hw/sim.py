@@ -31,7 +31,7 @@ from .data import DataError, resolve
 from .params import SCHEDULES
 from .presets import PRECISIONS, PRESETS, core_params, parse_layers
 
-__all__ = ["main", "run_schedules"]
+__all__ = ["main", "run_tasks"]
 
 # Amaranth's simulator on the paper configuration, this machine (README, "Simulation speed");
 # used only to estimate how long a pysim run would take before refusing it.
@@ -225,21 +225,54 @@ def run_schedule(trainer, backend, params, data, *, schedule, threshold, batch, 
     }
 
 
-def run_schedules(trainer, backend, params, data, schedules, *, threshold, batch, epochs, seed,
-                  check, vcd=None, progress=True, float_cache=None):
-    out = {}
-    for s in schedules:
-        v = None
-        if vcd is not None:
-            path = vcd[0] if len(schedules) == 1 else _suffixed(vcd[0], s)
-            v = (path, *vcd[1:])
-        out[s] = run_schedule(trainer, backend, params, data, schedule=s, threshold=threshold,
-                              batch=batch, epochs=epochs, seed=seed, check=check, vcd=v,
-                              progress=progress, float_cache=float_cache)
-    if "serial" in out:
-        for r in out.values():
-            r["speedup"] = out["serial"]["cycles"] / r["cycles"]
-    return out
+def run_tasks(trainer, backend, params, data, tasks, *, batch, epochs, seed, check, vcd=None,
+              progress=True, jobs=1):
+    """Run ``tasks`` (``(schedule, threshold)`` pairs); returns their reports in order.
+
+    With ``jobs > 1`` (compiled backend only) the tasks run in that many worker processes on
+    the same cached library; each report's simulation speed is its own process's.
+    """
+    def vcd_for(i, schedule):
+        if vcd is None:
+            return None
+        unique = sum(t[0] == schedule for t in tasks) == 1
+        label = schedule if unique else f"{schedule}-{tasks[i][1]:g}"
+        path = vcd[0] if len(tasks) == 1 else _suffixed(vcd[0], label)
+        return (path, *vcd[1:])
+
+    common = dict(batch=batch, epochs=epochs, seed=seed, check=check)
+    if jobs > 1 and backend == "cxxrtl" and len(tasks) > 1:
+        import concurrent.futures
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        out = [None] * len(tasks)
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(_worker, str(trainer.library_path), params, data, schedule,
+                                   threshold, vcd_for(i, schedule), common): i
+                       for i, (schedule, threshold) in enumerate(tasks)}
+            for future in concurrent.futures.as_completed(futures):
+                i = futures[future]
+                out[i] = future.result()
+                if progress:
+                    print(f"{tasks[i][0]} (threshold {tasks[i][1]:g}) done: "
+                          f"{out[i]['sim_cycles']:,} cycles in {out[i]['sim_seconds']:.1f} s",
+                          file=sys.stderr, flush=True)
+        return out
+    float_cache = {}
+    return [run_schedule(trainer, backend, params, data, schedule=schedule, threshold=threshold,
+                         vcd=vcd_for(i, schedule), progress=progress, float_cache=float_cache,
+                         **common)
+            for i, (schedule, threshold) in enumerate(tasks)]
+
+
+def _worker(library, params, data, schedule, threshold, vcd, common):
+    from .backends import CxxrtlTrainer
+    trainer = CxxrtlTrainer.from_library(params, library)
+    try:
+        return run_schedule(trainer, "cxxrtl", params, data, schedule=schedule,
+                            threshold=threshold, vcd=vcd, progress=False, **common)
+    finally:
+        trainer.close()
 
 
 def _suffixed(path, schedule):
@@ -445,6 +478,8 @@ def build_parser():
     s.add_argument("--plot", metavar="FILE.png", help="write a PNG of the figures")
     s.add_argument("--cache-dir", metavar="DIR", help="CXXRTL build cache (default "
                    "~/.cache/specbp_hw/cxxrtl)")
+    s.add_argument("--jobs", type=int, metavar="N", help="schedules simulated side by side in "
+                   "worker processes (cxxrtl; default: one per CPU core)")
     s.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return p
 
@@ -465,6 +500,8 @@ def _validate(args, params, data):
             raise UsageError(f"--sweep-threshold values must be between 0 and 1, not {t}")
     if args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, not {args.epochs}")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
     if not 1 <= args.batch <= params.max_batch:
         raise UsageError(f"--batch must be 1..{params.max_batch} (the accumulators are sized "
                          f"for {params.max_batch}), not {args.batch}")
@@ -545,8 +582,8 @@ def _main(args):
         schedules = ["serial", "speculative"]
     else:
         schedules = list(SCHEDULES) if args.schedule == "all" else [args.schedule]
-    sweep_runs = len(args.sweep_threshold or ()) + (1 if args.sweep_threshold else 0)
-    trainer, backend = _make_trainer(args, params, schedules, steps * max(1, sweep_runs // 2))
+    sweep_runs = len(args.sweep_threshold or ())
+    trainer, backend = _make_trainer(args, params, schedules, steps * max(1, sweep_runs))
     model = CycleModel(params)
     print(f"data: {data.source}")
     print(f"core: {'-'.join(map(str, params.layers))}, {params.inputs} x {params.lanes} MACs "
@@ -559,32 +596,31 @@ def _main(args):
                        if check else "off (no comparison with the fixed-point model; "
                                      "--check turns it on)"))
     vcd = (args.vcd, *args.vcd_window) if args.vcd else None
-    float_cache = {}
-    progress = not args.no_progress
-    sweep = None
+    if args.sweep_threshold:
+        tasks = [("serial", 0.0)] + [("speculative", t) for t in args.sweep_threshold]
+    else:
+        tasks = [(s, args.threshold if s == "speculative" else 0.0) for s in schedules]
+    jobs = args.jobs if args.jobs is not None else min(os.cpu_count() or 1, len(tasks))
+    if backend == "cxxrtl" and jobs > 1 and len(tasks) > 1:
+        print(f"parallel: {min(jobs, len(tasks))} worker processes", file=sys.stderr)
     try:
-        if args.sweep_threshold:
-            results = run_schedules(trainer, backend, params, data, ["serial"],
-                                    threshold=0.0, batch=args.batch, epochs=args.epochs,
-                                    seed=args.seed, check=check, vcd=vcd, progress=progress,
-                                    float_cache=float_cache)
-            sweep = []
-            base = results["serial"]["cycles"]
-            for t in args.sweep_threshold:
-                r = run_schedule(trainer, backend, params, data, schedule="speculative",
-                                 threshold=t, batch=args.batch, epochs=args.epochs,
-                                 seed=args.seed, check=check, progress=progress,
-                                 float_cache=float_cache)
-                r["speedup"] = base / r["cycles"]
-                sweep.append(r)
-        else:
-            results = run_schedules(trainer, backend, params, data, schedules,
-                                    threshold=args.threshold, batch=args.batch,
-                                    epochs=args.epochs, seed=args.seed, check=check, vcd=vcd,
-                                    progress=progress, float_cache=float_cache)
+        reports = run_tasks(trainer, backend, params, data, tasks, batch=args.batch,
+                            epochs=args.epochs, seed=args.seed, check=check, vcd=vcd,
+                            progress=not args.no_progress, jobs=jobs)
     finally:
         if trainer is not None:
             trainer.close()
+    sweep = None
+    if args.sweep_threshold:
+        results = {"serial": reports[0]}
+        sweep = reports[1:]
+        for r in sweep:
+            r["speedup"] = results["serial"]["cycles"] / r["cycles"]
+    else:
+        results = dict(zip(schedules, reports))
+    if "serial" in results:
+        for r in results.values():
+            r["speedup"] = results["serial"]["cycles"] / r["cycles"]
     all_runs = list(results.values()) + (sweep or [])
     sim_cycles = sum(r["sim_cycles"] for r in all_runs)
     sim_seconds = sum(r["sim_seconds"] for r in all_runs)

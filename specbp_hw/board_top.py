@@ -1,0 +1,467 @@
+"""Board-agnostic top: the training core behind a framed UART link, and status LEDs.
+
+The protocol is specified in ``docs/HOST_LINK.md`` (constants and CRC in
+:mod:`specbp_hw.protocol`). The engine handles one frame at a time: it receives a whole
+request, checks its CRC, command, length and values, and only then acts on it; so a corrupt,
+truncated or malformed frame gets an error reply and changes no training state. An uploaded
+sample is buffered in block RAM while its frame arrives and streamed into the core only after
+the checks pass.
+
+A platform wrapper connects ``uart_rx``/``uart_tx`` to the board's serial pins and the LED
+outputs to its LEDs.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import fifo, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .core import COUNTER_WIDTH, TrainingCore, result_layout
+from .params import CoreParams
+from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RESULT_BYTES,
+                       STATUS_BYTES, Cmd, Status, info_bytes)
+from .uart import UARTRx, UARTTx, check_divisor
+
+__all__ = ["BoardTop", "crc16_step", "initial_weights"]
+
+
+def crc16_step(crc, byte):
+    """CRC-16/CCITT-FALSE after one more byte: combinational, 8 unrolled bit steps."""
+    for i in reversed(range(8)):
+        fb = crc[15] ^ byte[i]
+        crc = Cat(C(0, 1), crc[:15]) ^ Mux(fb, 0x1021, 0)
+        crc = crc[:16]
+    return crc
+
+
+def initial_weights(params, seed=0):
+    """The golden model's initial weights (fixed point) for ``params``: what a board starts from.
+
+    The same values as :meth:`golden.fixed_model.FixedArith.init_params` with ``seed``.
+    """
+    from golden.config import TrainConfig
+    from golden.fixed_model import FixedArith
+    cfg = TrainConfig(layers=params.layers, seed=seed, lr=params.lr)
+    return FixedArith(cfg, params.fmt).init_params(cfg)
+
+
+class BoardTop(wiring.Component):
+    """The training core, a UART (8N1) host link and status LEDs.
+
+    Parameters
+    ----------
+    params : CoreParams
+    divisor : int
+        Clock cycles per UART bit (clock frequency / baud rate), at least 4.
+    init : list of (W, b) int arrays, optional
+        Initial weights for the core (see :func:`initial_weights`); zeros if omitted.
+    timeout : int, optional
+        Clock cycles of silence that end a truncated frame (error reply ``timeout``) and end
+        the discarding after a corrupt one. Default: 1024 byte times (about 89 ms at 115,200
+        baud), long enough for USB serial adapters' packet gaps.
+    result_depth : int
+        Results buffered on the board (2 .. 255); uploads are refused (``busy``) rather than
+        let the core stall with a full buffer.
+    led_hold : int
+        Cycles the ``led_busy`` output stays lit after the core was last busy (so that short
+        steps are visible). Default: 2**22 (about 40 ms at 100 MHz).
+
+    Members
+    -------
+    uart_rx : In(1)
+        Serial input (from the host), idle high.
+    uart_tx : Out(1)
+        Serial output (to the host), idle high.
+    led_idle : Out(1)
+        The core has nothing in flight (it takes settings and weight reads).
+    led_busy : Out(1)
+        The core worked within the last ``led_hold`` cycles (training or inference running).
+    led_error : Out(1)
+        The last frame got an error reply; cleared by the next good frame.
+    """
+
+    uart_rx: In(1, init=1)
+    uart_tx: Out(1, init=1)
+    led_idle: Out(1)
+    led_busy: Out(1)
+    led_error: Out(1)
+
+    def __init__(self, params, divisor, *, init=None, timeout=None, result_depth=16,
+                 led_hold=1 << 22):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"params must be a CoreParams, not {params!r}")
+        self._divisor = check_divisor(divisor)
+        if timeout is None:
+            timeout = 1024 * 10 * divisor
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 20 * divisor:
+            raise ValueError(f"timeout must be an integer of at least 2 byte times "
+                             f"({20 * divisor} cycles), not {timeout!r}")
+        if (isinstance(result_depth, bool) or not isinstance(result_depth, int)
+                or not 2 <= result_depth <= 255):
+            raise ValueError(f"result_depth must be an integer from 2 to 255, "
+                             f"not {result_depth!r}")
+        if isinstance(led_hold, bool) or not isinstance(led_hold, int) or led_hold < 1:
+            raise ValueError(f"led_hold must be a positive integer, not {led_hold!r}")
+        if params.layers[0] + 2 > 0xFFFF:
+            raise ValueError(f"An upload frame of {params.layers[0]} pixels exceeds the "
+                             f"protocol's 65535-byte payload")
+        self._p = params
+        self._timeout = timeout
+        self._result_depth = result_depth
+        self._led_hold = led_hold
+        super().__init__()
+        self.core = TrainingCore(params, init=init)
+
+    @property
+    def params(self):
+        return self._p
+
+    @property
+    def divisor(self):
+        return self._divisor
+
+    @property
+    def timeout(self):
+        return self._timeout
+
+    @property
+    def result_depth(self):
+        return self._result_depth
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        K, rows0 = p.inputs, p.rows(0)
+        core = self.core
+        m.submodules.core = core
+        m.submodules.rx = rx = UARTRx(self._divisor)
+        m.submodules.tx = tx = UARTTx(self._divisor)
+        m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
+
+        # Received bytes wait here while the engine is busy (streaming a sample, replying).
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=16)
+        wiring.connect(m, rx.o, rx_fifo.w_stream)
+
+        # Results of the core, read by the host with RESULTS.
+        rlayout = result_layout(p)
+        m.submodules.results = results = fifo.SyncFIFOBuffered(width=rlayout.size,
+                                                               depth=self._result_depth)
+        m.d.comb += [results.w_data.eq(core.o.payload), results.w_en.eq(core.o.valid),
+                     core.o.ready.eq(results.w_rdy)]
+        res_done = core.o.valid & core.o.ready
+        step_sum = Signal(COUNTER_WIDTH)
+        with m.If(res_done):
+            m.d.sync += step_sum.eq(step_sum + core.o.payload.cycles)
+
+        # The sample being uploaded: one word of K pixels per core beat.
+        m.submodules.sbuf = sbuf = memory.Memory(shape=p.pixel_word, depth=rows0, init=[])
+        sb_w = sbuf.write_port()
+        sb_r = sbuf.read_port()
+
+        # Settings (the core's registers); changed only by a checked frame while idle.
+        schedule = Signal(2)
+        threshold = Signal(p.threshold_width)
+        batch = Signal(range(p.max_batch + 1), init=min(15, p.max_batch))
+        infer = Signal()
+        m.d.comb += [core.schedule.eq(schedule), core.threshold.eq(threshold),
+                     core.batch.eq(batch), core.infer.eq(infer)]
+
+        # Samples uploaded whose results are not yet in the result buffer.
+        inflight = Signal(range(self._result_depth + 1))
+        inflight_inc = Signal()
+        m.d.sync += inflight.eq(inflight + inflight_inc - res_done)
+
+        # Link statistics and the error latch.
+        bad_frames = Signal(16)
+        junk = Signal(16)
+        uart_errors = Signal(16)
+        last_error = Signal(8)
+        error = Signal()
+        with m.If(rx.framing_error | rx.overrun):
+            m.d.sync += uart_errors.eq(uart_errors + 1)
+
+        # ---- request reception --------------------------------------------------------------
+        rx_byte = rx_fifo.r_data
+        take = Signal()                         # consume rx_byte this cycle
+        m.d.comb += rx_fifo.r_en.eq(take)
+        got = rx_fifo.r_rdy & take
+        quiet = Signal(range(self._timeout + 1))
+        with m.If(got):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(quiet != self._timeout):
+            m.d.sync += quiet.eq(quiet + 1)
+        timed_out = quiet == self._timeout
+
+        max_payload = max(2 + p.layers[0], 4)
+        cmd = Signal(8)
+        length = Signal(16)
+        idx = Signal(16)                        # payload byte index
+        arg = Signal(32)                        # the first 4 payload bytes
+        crc = Signal(16, init=0xFFFF)
+        crc_bad = Signal()
+        label = Signal(8)
+        flags = Signal(8)
+        acc = Signal(8 * K)                     # pixels of the word being assembled
+        kpos = Signal(range(K))
+        wpos = Signal(range(rows0 + 1))
+        beat = Signal(range(rows0))
+
+        # ---- reply ------------------------------------------------------------------------
+        SNAP_BYTES = max(STATUS_BYTES, COUNTER_BYTES * len(COUNTER_NAMES),
+                         len(info_bytes(p, self._result_depth)))
+        snap = Signal(8 * SNAP_BYTES)           # reply payload captured at execution
+        r_cmd = Signal(8)
+        r_status = Signal(8)
+        r_len = Signal(16)
+        r_src = Signal(2)                       # 0 snap, 1 results, 2 weights
+        r_part = Signal(3)                      # 0 header, 1 payload, 2 crc lo, 3 crc hi
+        r_idx = Signal(16)
+        r_crc = Signal(16)
+        r_sub = Signal(16)                      # byte within a result / weight word
+        r_count = Signal(8)                     # results in a RESULTS reply
+        r_word = Signal(range(p.depth + 1))
+        tx_byte = Signal(8)
+        tx_valid = Signal()
+        m.d.comb += [tx.i.payload.eq(tx_byte), tx.i.valid.eq(tx_valid)]
+        word_bytes = -(-p.weight_word.size // 8)
+        m.d.comb += core.rb_addr.eq(r_word)
+        rb_bytes = Cat(core.rb_data, C(0, 8 * word_bytes - p.weight_word.size))
+        res = results.r_data
+        res_bytes = Cat(res[0:4], C(0, 4), res[4:8], C(0, 4), res[8:10], C(0, 6), res[10:34])
+        header = Array([C(REPLY_SOF, 8), r_cmd, r_status, r_len[:8], r_len[8:]])
+        pay_byte = Signal(8)
+        with m.Switch(r_src):
+            with m.Case(0):
+                m.d.comb += pay_byte.eq(snap.word_select(r_idx[:(SNAP_BYTES - 1).bit_length()],
+                                                         8))
+            with m.Case(1):
+                m.d.comb += pay_byte.eq(Mux(r_idx == 0, r_count,
+                                            res_bytes.word_select(r_sub[:3], 8)))
+            with m.Case(2):
+                m.d.comb += pay_byte.eq(rb_bytes.word_select(
+                    r_sub[:max(1, (word_bytes - 1).bit_length())], 8))
+        next_byte = Signal(8)
+        with m.Switch(r_part):
+            with m.Case(0):
+                m.d.comb += next_byte.eq(header[r_idx[:3]])
+            with m.Case(1):
+                m.d.comb += next_byte.eq(pay_byte)
+            with m.Case(2):
+                m.d.comb += next_byte.eq(r_crc[:8])
+            with m.Case(3):
+                m.d.comb += next_byte.eq(r_crc[8:])
+
+        def reply(status, src=0, length=0):
+            """Start a reply to ``cmd`` (statements for the current state)."""
+            m.d.sync += [r_cmd.eq(cmd), r_status.eq(status), r_src.eq(src), r_len.eq(length),
+                         r_part.eq(0), r_idx.eq(0), r_sub.eq(0), r_crc.eq(0xFFFF)]
+            if isinstance(status, int) and status == Status.OK:
+                m.d.sync += error.eq(0)
+            else:
+                m.d.sync += [error.eq(1), last_error.eq(status), bad_frames.eq(bad_frames + 1)]
+            m.next = "R_LOAD"
+
+        def fail(status):
+            reply(status)
+
+        def zext(value, bits):
+            value = Value.cast(value)
+            return Cat(value, C(0, bits - len(value))) if len(value) < bits else value[:bits]
+
+        info = info_bytes(p, self._result_depth)
+        status_word = Cat(Cat(core.idle, infer, error), C(0, 5), zext(schedule, 8),
+                          zext(batch, 8), zext(threshold, 32), zext(results.level, 8),
+                          zext(inflight, 8), last_error, bad_frames, junk, uart_errors)
+        assert len(status_word) == 8 * STATUS_BYTES
+        counters = [getattr(core, name) for name in COUNTER_NAMES[:-1]] + [step_sum]
+        expected_len = {Cmd.INFO: 0, Cmd.STATUS: 0, Cmd.SET_SCHEDULE: 1, Cmd.SET_THRESHOLD: 4,
+                        Cmd.SET_BATCH: 1, Cmd.SET_INFER: 1, Cmd.UPLOAD: 2 + p.layers[0],
+                        Cmd.RESULTS: 1, Cmd.COUNTERS: 0, Cmd.WEIGHTS: 4}
+        m.d.comb += sb_r.addr.eq(beat)
+        w_addr, w_count = arg[:16], arg[16:]
+        n_results = Signal(8)
+        m.d.comb += n_results.eq(Mux(arg[:8] < results.level, arg[:8], results.level))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += take.eq(1)
+                with m.If(got):
+                    with m.If(rx_byte == REQUEST_SOF):
+                        m.d.sync += [crc.eq(0xFFFF), crc_bad.eq(0), cmd.eq(0)]
+                        m.next = "CMD"
+                    with m.Else():
+                        m.d.sync += junk.eq(junk + 1)
+            for state, nxt in (("CMD", "LEN0"), ("LEN0", "LEN1"), ("LEN1", None),
+                               ("PAYLOAD", None), ("CRC0", "CRC1"), ("CRC1", None)):
+                with m.State(state):
+                    m.d.comb += take.eq(1)
+                    with m.If(got):
+                        if state in ("CMD", "LEN0", "LEN1", "PAYLOAD"):
+                            m.d.sync += crc.eq(crc16_step(crc, rx_byte))
+                        if state == "CMD":
+                            m.d.sync += cmd.eq(rx_byte)
+                        elif state == "LEN0":
+                            m.d.sync += length[:8].eq(rx_byte)
+                        elif state == "LEN1":
+                            m.d.sync += [length[8:].eq(rx_byte), idx.eq(0), arg.eq(0),
+                                         kpos.eq(0), wpos.eq(0)]
+                            with m.If(Cat(length[:8], rx_byte) > max_payload):
+                                m.next = "DRAIN_LEN"
+                            with m.Elif(Cat(length[:8], rx_byte) == 0):
+                                m.next = "CRC0"
+                            with m.Else():
+                                m.next = "PAYLOAD"
+                        elif state == "PAYLOAD":
+                            m.d.sync += idx.eq(idx + 1)
+                            with m.If(idx < 4):
+                                m.d.sync += arg.word_select(idx[:2], 8).eq(rx_byte)
+                            with m.If(idx == 0):
+                                m.d.sync += label.eq(rx_byte)
+                            with m.If(idx == 1):
+                                m.d.sync += flags.eq(rx_byte)
+                            with m.If((idx >= 2) & (wpos < rows0)):
+                                word = Cat(acc[8:], rx_byte)
+                                m.d.sync += [acc.eq(word), kpos.eq(kpos + 1)]
+                                with m.If(kpos == K - 1):
+                                    m.d.sync += [kpos.eq(0), wpos.eq(wpos + 1)]
+                                    m.d.comb += [sb_w.addr.eq(wpos), sb_w.data.eq(word),
+                                                 sb_w.en.eq(1)]
+                            with m.If(idx == length - 1):
+                                m.next = "CRC0"
+                        elif state == "CRC0":
+                            m.d.sync += crc_bad.eq(rx_byte != crc[:8])
+                        else:
+                            with m.If(crc_bad | (rx_byte != crc[8:])):
+                                m.next = "DRAIN_CRC"
+                            with m.Else():
+                                m.next = "EXEC"
+                        if nxt is not None:
+                            m.next = nxt
+                    with m.Elif(timed_out):
+                        fail(Status.TIMEOUT)
+
+            # A corrupt frame: discard whatever follows until the line is quiet, then reply.
+            for state, status in (("DRAIN_LEN", Status.BAD_LENGTH), ("DRAIN_CRC", Status.BAD_CRC)):
+                with m.State(state):
+                    m.d.comb += take.eq(1)
+                    with m.If(timed_out):
+                        fail(status)
+
+            with m.State("EXEC"):
+                with m.Switch(cmd):
+                    for code, n in expected_len.items():
+                        with m.Case(code):
+                            with m.If(length != n):
+                                fail(Status.BAD_LENGTH)
+                            with m.Else():
+                                if code == Cmd.INFO:
+                                    m.d.sync += snap.eq(int.from_bytes(info, "little"))
+                                    reply(Status.OK, length=len(info))
+                                elif code == Cmd.STATUS:
+                                    m.d.sync += snap.eq(status_word)
+                                    reply(Status.OK, length=STATUS_BYTES)
+                                elif code == Cmd.COUNTERS:
+                                    m.d.sync += snap.eq(Cat(*counters))
+                                    reply(Status.OK, length=COUNTER_BYTES * len(counters))
+                                elif code in (Cmd.SET_SCHEDULE, Cmd.SET_THRESHOLD,
+                                              Cmd.SET_BATCH, Cmd.SET_INFER):
+                                    reg, ok = {
+                                        Cmd.SET_SCHEDULE: (schedule, arg <= 2),
+                                        Cmd.SET_THRESHOLD: (threshold,
+                                                            arg < (1 << p.threshold_width)),
+                                        Cmd.SET_BATCH: (batch, (arg >= 1) & (arg <= p.max_batch)),
+                                        Cmd.SET_INFER: (infer, arg <= 1),
+                                    }[code]
+                                    with m.If(~ok):
+                                        fail(Status.BAD_VALUE)
+                                    with m.Elif(~core.idle):
+                                        fail(Status.BUSY)
+                                    with m.Else():
+                                        m.d.sync += reg.eq(arg)
+                                        reply(Status.OK)
+                                elif code == Cmd.UPLOAD:
+                                    with m.If((label >= p.classes) | (flags > 1)):
+                                        fail(Status.BAD_VALUE)
+                                    with m.Elif(inflight + results.level >= self._result_depth):
+                                        fail(Status.BUSY)
+                                    with m.Else():
+                                        m.d.comb += inflight_inc.eq(1)
+                                        m.d.sync += beat.eq(0)
+                                        m.next = "STREAM_READ"
+                                elif code == Cmd.RESULTS:
+                                    m.d.sync += r_count.eq(n_results)
+                                    reply(Status.OK, src=1,
+                                          length=1 + RESULT_BYTES * n_results)
+                                elif code == Cmd.WEIGHTS:
+                                    max_words = min(p.depth, 0xFFFF // word_bytes)
+                                    with m.If((w_count == 0) | (w_count > max_words)
+                                              | (w_addr + w_count > p.depth)):
+                                        fail(Status.BAD_VALUE)
+                                    with m.Elif(~core.idle):
+                                        fail(Status.BUSY)
+                                    with m.Else():
+                                        m.d.sync += r_word.eq(w_addr)
+                                        reply(Status.OK, src=2, length=w_count * word_bytes)
+                    with m.Default():
+                        fail(Status.UNKNOWN_COMMAND)
+
+            with m.State("STREAM_READ"):
+                # The sample buffer's read port has latency 1: the word of ``beat`` is there
+                # in STREAM_SEND.
+                m.next = "STREAM_SEND"
+            with m.State("STREAM_SEND"):
+                m.d.comb += [core.i.valid.eq(1), core.i.payload.pixels.eq(sb_r.data),
+                             core.i.payload.label.eq(label[:4]),
+                             core.i.payload.last.eq(flags[0])]
+                with m.If(core.i.ready):
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(beat == rows0 - 1):
+                        m.d.sync += beat.eq(0)
+                        reply(Status.OK, length=1)
+                    with m.Else():
+                        m.next = "STREAM_READ"
+
+            # Reply: one byte at a time. R_LOAD picks the byte (its sources have settled: a new
+            # weight address was set at least two cycles before), R_SEND hands it to the UART.
+            with m.State("R_LOAD"):
+                # After a pop, the result buffer's next entry takes a cycle or two to appear.
+                with m.If(~((r_part == 1) & (r_src == 1) & (r_idx != 0) & ~results.r_rdy)):
+                    m.d.sync += [tx_byte.eq(next_byte), tx_valid.eq(1)]
+                    with m.If(r_part <= 1):
+                        with m.If((r_part == 1) | (r_idx != 0)):
+                            m.d.sync += r_crc.eq(crc16_step(r_crc, next_byte))
+                    m.next = "R_SEND"
+            with m.State("R_SEND"):
+                with m.If(tx.i.ready):
+                    m.d.sync += [tx_valid.eq(0), r_idx.eq(r_idx + 1)]
+                    m.next = "R_GAP"
+                    with m.Switch(r_part):
+                        with m.Case(0):
+                            with m.If(r_idx == 4):
+                                m.d.sync += [r_idx.eq(0), r_part.eq(Mux(r_len == 0, 2, 1))]
+                        with m.Case(1):
+                            m.d.sync += r_sub.eq(r_sub + 1)
+                            with m.If((r_src == 1) & (r_idx != 0) & (r_sub == RESULT_BYTES - 1)):
+                                m.d.sync += r_sub.eq(0)
+                                m.d.comb += results.r_en.eq(1)
+                            with m.If((r_src == 1) & (r_idx == 0)):
+                                m.d.sync += r_sub.eq(0)
+                            with m.If((r_src == 2) & (r_sub == word_bytes - 1)):
+                                m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
+                            with m.If(r_idx == r_len - 1):
+                                m.d.sync += [r_idx.eq(0), r_part.eq(2)]
+                        with m.Case(2):
+                            m.d.sync += r_part.eq(3)
+                        with m.Case(3):
+                            m.next = "IDLE"
+            with m.State("R_GAP"):
+                m.next = "R_LOAD"
+
+        m.d.comb += [self.led_idle.eq(core.idle), self.led_error.eq(error)]
+        hold = Signal(range(self._led_hold + 1))
+        with m.If(~core.idle):
+            m.d.sync += hold.eq(self._led_hold)
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
+        m.d.comb += self.led_busy.eq(hold != 0)
+
+        return m

@@ -41,6 +41,7 @@ class SimulatedBoard:
         self._chunk = chunk or 20 * top.divisor
         self._cycles = 0
         self._stop = False
+        self.leds = {}      # LED outputs, sampled at least once per UART bit period
         self.sim = Simulator(top)
         self.sim.add_clock(_PERIOD)
         self.sim.add_testbench(self._drive, background=True)
@@ -65,6 +66,8 @@ class SimulatedBoard:
             byte = await line_read_byte(ctx, self.top.uart_tx, d, timeout=d)
             if byte is not None:
                 self._from_board.append(byte)
+            self.leds = {name: ctx.get(getattr(self.top, name))
+                         for name in ("led_idle", "led_busy", "led_error")}
 
     def close(self):
         """Let the line processes finish (a byte in flight completes) and stop."""

@@ -254,9 +254,10 @@ class BoardTop(wiring.Component):
             """Start a reply to ``cmd`` (statements for the current state)."""
             m.d.sync += [r_cmd.eq(cmd), r_status.eq(status), r_src.eq(src), r_len.eq(length),
                          r_part.eq(0), r_idx.eq(0), r_sub.eq(0), r_crc.eq(0xFFFF)]
-            if isinstance(status, int) and status == Status.OK:
+            # A refusal while busy is flow control, not an error: the frame itself was good.
+            if status == Status.OK:
                 m.d.sync += error.eq(0)
-            else:
+            elif status != Status.BUSY:
                 m.d.sync += [error.eq(1), last_error.eq(status), bad_frames.eq(bad_frames + 1)]
             m.next = "R_LOAD"
 
@@ -415,8 +416,8 @@ class BoardTop(wiring.Component):
                 with m.If(core.i.ready):
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(beat == rows0 - 1):
-                        m.d.sync += beat.eq(0)
-                        reply(Status.OK, length=1)
+                        m.d.sync += [beat.eq(0), snap.eq(results.level)]
+                        reply(Status.OK, length=1)      # payload: results waiting
                     with m.Else():
                         m.next = "STREAM_READ"
 

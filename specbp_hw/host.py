@@ -95,6 +95,10 @@ class BoardLink:
     def transact(self, cmd, payload=b""):
         """Send one request; return ``(status, payload)`` of the reply."""
         self.transport.write(encode_request(cmd, payload))
+        return self.read_reply(cmd)
+
+    def read_reply(self, cmd):
+        """Read one reply frame (to command ``cmd``); return ``(status, payload)``."""
         for _ in range(4096):       # skip line noise before the reply's start byte
             if self._read_exact(1, f"command 0x{cmd:02x}")[0] == REPLY_SOF:
                 break

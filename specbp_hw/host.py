@@ -207,8 +207,8 @@ def threshold_register(threshold, info):
     value = round(threshold * classes * (1 << info["prob_frac"]))
     limit = (1 << info["threshold_width"]) - 1
     if threshold < 0 or value > limit:
-        raise ValueError(f"threshold must be between 0 and {limit / classes / (1 << info['prob_frac']):g}, "
-                         f"not {threshold!r}")
+        top = limit / classes / (1 << info["prob_frac"])
+        raise ValueError(f"threshold must be between 0 and {top:g}, not {threshold!r}")
     return value
 
 
@@ -322,13 +322,13 @@ def main(argv=None, transport=None):
             transport = SerialTransport(args.port, args.baud, args.timeout)
         link = BoardLink(transport)
         info = link.info
-        if info["layers"][0] != ds.train_images.shape[1]:
-            raise ValueError(f"the board's network takes {info['layers'][0]} inputs, the data "
-                             f"has {ds.train_images.shape[1]} pixels per image")
         if not 1 <= args.batch <= info["max_batch"]:
             raise ValueError(f"--batch must be from 1 to the board's {info['max_batch']}, "
                              f"not {args.batch}")
         thr = threshold_register(args.threshold, info)
+        if info["layers"][0] != ds.train_images.shape[1]:
+            raise ValueError(f"the board's network takes {info['layers'][0]} inputs, the data "
+                             f"has {ds.train_images.shape[1]} pixels per image")
         print(f"data: {ds.source}")
         print(f"board: {'-'.join(map(str, info['layers']))}, {info['inputs']} x "
               f"{info['lanes']} MACs, batch {args.batch}, threshold {args.threshold} "

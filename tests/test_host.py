@@ -1,0 +1,117 @@
+# amaranth: UnusedElaboratable=no
+"""The host program end to end against the simulated board (UART at bit level): its results
+equal those of driving the core directly; and its command line's one-line errors."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from specbp_hw import host
+from specbp_hw.host import BoardLink, format_table, run_schedule, threshold_register
+from specbp_hw.pysim import run_pysim
+
+from test_board_top import INIT, PARAMS, make_board
+from test_train import random_data
+
+
+@pytest.mark.parametrize("schedule", ["serial", "speculative", "pipelined"])
+def test_host_training_equals_the_core(schedule):
+    n, batch = 9, 4
+    data = random_data(np.random.default_rng(7), n, 16, 4, repeat=0.5, n_test=4)
+    with make_board(result_depth=4) as board:
+        link = BoardLink(board)
+        thr = threshold_register(0.004, link.info) if schedule == "speculative" else 0
+        run = run_schedule(link, data.train_images, data.train_labels, schedule=schedule,
+                           threshold=thr, batch=batch, test_images=data.test_images,
+                           test_labels=data.test_labels)
+        words = link.weights()
+    ref = run_pysim(PARAMS, INIT, data.train_images, data.train_labels, schedule=schedule,
+                    threshold=thr, batch=batch)
+    # Inference from the trained weights, as the host ran it on the board.
+    ref_test = run_pysim(PARAMS, ref.params, data.test_images, data.test_labels, infer=True)
+
+    assert thr == PARAMS.fmt.threshold_int(0.004, 4) or schedule != "speculative"
+    results = np.array(run["results"])
+    assert (results[:, 0] == data.train_labels).all()
+    assert (results[:, 1] == ref.predictions).all()
+    assert (results[:, 2] == ref.kinds).all()
+    assert (results[:, 3] == ref.step_cycles).all()
+    if schedule == "speculative":
+        assert {1, 2} <= set(ref.kinds.tolist())
+    for (w1, b1), (w2, b2) in zip(PARAMS.unpack_params(words), ref.params):
+        assert (w1 == w2).all() and (b1 == b2).all()
+    c = run["counters"]
+    for name in ("samples", "accepted", "rejected", "fwd_busy", "bwd_busy", "update_cycles"):
+        assert c[name] == ref.counters[name], name
+    assert c["step_cycles"] == ref.step_cycles.sum()
+    assert (run["predictions"] == ref_test.predictions).all()
+    assert (ref_test.kinds == 3).all()
+    assert run["accuracy"] == (ref_test.predictions == data.test_labels).mean()
+
+    table = format_table([run]).splitlines()
+    cycles = ref.step_cycles.sum() + ref.counters["update_cycles"]
+    assert table[2].split() == [schedule, str(n), str(ref.counters["accepted"]),
+                                str(ref.counters["rejected"]), str(cycles),
+                                f"{cycles / n:.1f}", f"{100 * run['accuracy']:.2f}%"]
+
+
+def cli(capsys, *argv, transport=None):
+    code = host.main(list(argv), transport=transport)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_unknown_schedule(capsys):
+    code, out, err = cli(capsys, "--port", "/nonexistent", "--schedules", "serial,fast")
+    assert code == 1 and err == "error: Unknown schedule 'fast'; choose from serial, " \
+                                 "speculative, pipelined\n"
+
+
+def test_cli_bad_port(capsys):
+    code, out, err = cli(capsys, "--port", "/nonexistent/tty", "--train", "10", "--test", "5")
+    assert code == 1 and err.startswith("error: cannot open serial port '/nonexistent/tty'")
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_missing_pyserial(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "serial", None)
+    code, out, err = cli(capsys, "--port", "/dev/ttyUSB0", "--train", "10", "--test", "5")
+    assert code == 1 and err == "error: pyserial is not installed; install it with " \
+                                "`pip install pyserial`\n"
+
+
+def test_cli_no_reply(capsys):
+    class Silent:
+        def read(self, n):
+            return b""
+
+        def write(self, data):
+            pass
+
+    code, out, err = cli(capsys, "--port", "x", "--train", "10", "--test", "5",
+                         transport=Silent())
+    assert code == 1 and err.startswith("error: no reply from the board")
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_board_of_another_network(capsys):
+    # The tiny simulated board takes 16 inputs; MNIST has 784 pixels per image.
+    with make_board() as board:
+        code, out, err = cli(capsys, "--port", "sim", "--train", "10", "--test", "5",
+                             transport=board)
+    assert code == 1 and err == "error: the board's network takes 16 inputs, the data has " \
+                                "784 pixels per image\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "0"], "--batch must be from 1 to the board's 16, not 0"),
+    (["--threshold", "-1"], "threshold must be between 0 and"),
+    (["--epochs", "0"], "--epochs must be at least 1, not 0"),
+])
+def test_cli_bad_values(capsys, argv, message):
+    with make_board() as board:
+        code, out, err = cli(capsys, "--port", "sim", "--train", "10", "--test", "5", *argv,
+                             transport=board)
+    assert code == 1 and err.startswith("error: " + message)
+    assert len(err.splitlines()) == 1

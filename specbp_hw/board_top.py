@@ -12,7 +12,7 @@ outputs to its LEDs.
 """
 
 from amaranth.hdl import *
-from amaranth.lib import fifo, memory, wiring
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .core import COUNTER_WIDTH, TrainingCore, result_layout
@@ -22,6 +22,12 @@ from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RES
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["BoardTop", "crc16_step", "initial_weights"]
+
+
+def zext(value, bits):
+    """``value`` zero-extended (or truncated) to ``bits`` bits."""
+    value = Value.cast(value)
+    return Cat(value, C(0, bits - len(value))) if len(value) < bits else value[:bits]
 
 
 def crc16_step(crc, byte):
@@ -225,8 +231,10 @@ class BoardTop(wiring.Component):
         word_bytes = -(-p.weight_word.size // 8)
         m.d.comb += core.rb_addr.eq(r_word)
         rb_bytes = Cat(core.rb_data, C(0, 8 * word_bytes - p.weight_word.size))
-        res = results.r_data
-        res_bytes = Cat(res[0:4], C(0, 4), res[4:8], C(0, 4), res[8:10], C(0, 6), res[10:34])
+        res = data.View(rlayout, results.r_data)
+        res_bytes = Cat(zext(res.label, 8), zext(res.prediction, 8), zext(res.kind, 8),
+                        zext(res.cycles, 24))
+        assert len(res_bytes) == 8 * RESULT_BYTES
         header = Array([C(REPLY_SOF, 8), r_cmd, r_status, r_len[:8], r_len[8:]])
         pay_byte = Signal(8)
         with m.Switch(r_src):
@@ -263,10 +271,6 @@ class BoardTop(wiring.Component):
 
         def fail(status):
             reply(status)
-
-        def zext(value, bits):
-            value = Value.cast(value)
-            return Cat(value, C(0, bits - len(value))) if len(value) < bits else value[:bits]
 
         info = info_bytes(p, self._result_depth)
         status_word = Cat(Cat(core.idle, infer, error), C(0, 5), zext(schedule, 8),

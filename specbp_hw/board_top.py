@@ -21,7 +21,7 @@ from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RES
                        STATUS_BYTES, Cmd, Status, info_bytes)
 from .uart import UARTRx, UARTTx, check_divisor
 
-__all__ = ["BoardTop", "crc16_step", "initial_weights"]
+__all__ = ["BoardTop", "crc16_step", "initial_weights", "mul_const"]
 
 
 def zext(value, bits):
@@ -37,6 +37,13 @@ def crc16_step(crc, byte):
         crc = Cat(C(0, 1), crc[:15]) ^ Mux(fb, 0x1021, 0)
         crc = crc[:16]
     return crc
+
+
+def mul_const(value, factor):
+    """``value * factor`` for a constant ``factor`` as shifts and adds (no multiplier block:
+    it sits on a short path and a DSP there costs more time than an adder)."""
+    terms = [value << b for b in range(factor.bit_length()) if factor >> b & 1]
+    return sum(terms[1:], terms[0]) if terms else C(0, 1)
 
 
 def initial_weights(params, seed=0):
@@ -212,39 +219,57 @@ class BoardTop(wiring.Component):
         beat = Signal(range(rows0))
 
         # ---- reply ------------------------------------------------------------------------
-        SNAP_BYTES = max(STATUS_BYTES, COUNTER_BYTES * len(COUNTER_NAMES),
-                         len(info_bytes(p, self._result_depth)))
-        snap = Signal(8 * SNAP_BYTES)           # reply payload captured at execution
+        # Payload sources: the INFO constants, the live status, counters (each latched whole
+        # before its first byte), results, weight words, the results waiting (UPLOAD).
+        SRC_INFO, SRC_RESULTS, SRC_WEIGHTS, SRC_STATUS, SRC_COUNTERS, SRC_LEVEL = range(6)
         r_cmd = Signal(8)
         r_status = Signal(8)
         r_len = Signal(16)
-        r_src = Signal(2)                       # 0 snap, 1 results, 2 weights
+        r_src = Signal(3)
         r_part = Signal(3)                      # 0 header, 1 payload, 2 crc lo, 3 crc hi
         r_idx = Signal(16)
         r_crc = Signal(16)
-        r_sub = Signal(16)                      # byte within a result / weight word
+        word_bytes = -(-p.weight_word.size // 8)
+        r_sub = Signal(range(max(word_bytes, RESULT_BYTES, COUNTER_BYTES)))  # byte in a record
         r_count = Signal(8)                     # results in a RESULTS reply
-        r_word = Signal(range(p.depth + 1))
+        r_word = Signal(range(max(p.depth, len(COUNTER_NAMES)) + 1))   # weight word, counter
+        counter = Signal(COUNTER_WIDTH)         # the counter being sent
         tx_byte = Signal(8)
         tx_valid = Signal()
         m.d.comb += [tx.i.payload.eq(tx_byte), tx.i.valid.eq(tx_valid)]
-        word_bytes = -(-p.weight_word.size // 8)
         m.d.comb += core.rb_addr.eq(r_word)
-        rb_bytes = Cat(core.rb_data, C(0, 8 * word_bytes - p.weight_word.size))
+        # The weight word is registered before its bytes are selected: a block RAM's output
+        # is slow (about 5.6 ns on ECP5), too slow to go through a wide byte multiplexer too.
+        rb_q = Signal(p.weight_word.size)
+        m.d.sync += rb_q.eq(core.rb_data)
+        rb_bytes = Cat(rb_q, C(0, 8 * word_bytes - p.weight_word.size))
         res = data.View(rlayout, results.r_data)
         res_bytes = Cat(zext(res.label, 8), zext(res.prediction, 8), zext(res.kind, 8),
                         zext(res.cycles, 24))
         assert len(res_bytes) == 8 * RESULT_BYTES
         header = Array([C(REPLY_SOF, 8), r_cmd, r_status, r_len[:8], r_len[8:]])
+        info = info_bytes(p, self._result_depth)
+        error_before = Signal()                 # the error LED before this request
+        status_word = Cat(Cat(core.idle, infer, error_before), C(0, 5), zext(schedule, 8),
+                          zext(batch, 8), zext(threshold, 32), zext(results.level, 8),
+                          zext(inflight, 8), last_error, bad_frames, junk, uart_errors)
+        assert len(status_word) == 8 * STATUS_BYTES
+        counters = [getattr(core, name) for name in COUNTER_NAMES[:-1]] + [step_sum]
         pay_byte = Signal(8)
         with m.Switch(r_src):
-            with m.Case(0):
-                m.d.comb += pay_byte.eq(snap.word_select(r_idx[:(SNAP_BYTES - 1).bit_length()],
-                                                         8))
-            with m.Case(1):
+            with m.Case(SRC_INFO):
+                rom = Array(C(b, 8) for b in info)
+                m.d.comb += pay_byte.eq(rom[r_idx[:(len(info) - 1).bit_length()]])
+            with m.Case(SRC_STATUS):
+                m.d.comb += pay_byte.eq(status_word.word_select(r_idx[:4], 8))
+            with m.Case(SRC_COUNTERS):
+                m.d.comb += pay_byte.eq(counter.word_select(r_sub[:3], 8))
+            with m.Case(SRC_LEVEL):
+                m.d.comb += pay_byte.eq(results.level)
+            with m.Case(SRC_RESULTS):
                 m.d.comb += pay_byte.eq(Mux(r_idx == 0, r_count,
                                             res_bytes.word_select(r_sub[:3], 8)))
-            with m.Case(2):
+            with m.Case(SRC_WEIGHTS):
                 m.d.comb += pay_byte.eq(rb_bytes.word_select(
                     r_sub[:max(1, (word_bytes - 1).bit_length())], 8))
         next_byte = Signal(8)
@@ -267,17 +292,11 @@ class BoardTop(wiring.Component):
                 m.d.sync += error.eq(0)
             elif status != Status.BUSY:
                 m.d.sync += [error.eq(1), last_error.eq(status), bad_frames.eq(bad_frames + 1)]
-            m.next = "R_LOAD"
+            m.next = "R_GAP"
 
         def fail(status):
             reply(status)
 
-        info = info_bytes(p, self._result_depth)
-        status_word = Cat(Cat(core.idle, infer, error), C(0, 5), zext(schedule, 8),
-                          zext(batch, 8), zext(threshold, 32), zext(results.level, 8),
-                          zext(inflight, 8), last_error, bad_frames, junk, uart_errors)
-        assert len(status_word) == 8 * STATUS_BYTES
-        counters = [getattr(core, name) for name in COUNTER_NAMES[:-1]] + [step_sum]
         expected_len = {Cmd.INFO: 0, Cmd.STATUS: 0, Cmd.SET_SCHEDULE: 1, Cmd.SET_THRESHOLD: 4,
                         Cmd.SET_BATCH: 1, Cmd.SET_INFER: 1, Cmd.UPLOAD: 2 + p.layers[0],
                         Cmd.RESULTS: 1, Cmd.COUNTERS: 0, Cmd.WEIGHTS: 4}
@@ -352,6 +371,7 @@ class BoardTop(wiring.Component):
                         fail(status)
 
             with m.State("EXEC"):
+                m.d.sync += error_before.eq(error)
                 with m.Switch(cmd):
                     for code, n in expected_len.items():
                         with m.Case(code):
@@ -359,14 +379,13 @@ class BoardTop(wiring.Component):
                                 fail(Status.BAD_LENGTH)
                             with m.Else():
                                 if code == Cmd.INFO:
-                                    m.d.sync += snap.eq(int.from_bytes(info, "little"))
-                                    reply(Status.OK, length=len(info))
+                                    reply(Status.OK, src=SRC_INFO, length=len(info))
                                 elif code == Cmd.STATUS:
-                                    m.d.sync += snap.eq(status_word)
-                                    reply(Status.OK, length=STATUS_BYTES)
+                                    reply(Status.OK, src=SRC_STATUS, length=STATUS_BYTES)
                                 elif code == Cmd.COUNTERS:
-                                    m.d.sync += snap.eq(Cat(*counters))
-                                    reply(Status.OK, length=COUNTER_BYTES * len(counters))
+                                    m.d.sync += r_word.eq(0)
+                                    reply(Status.OK, src=SRC_COUNTERS,
+                                          length=COUNTER_BYTES * len(counters))
                                 elif code in (Cmd.SET_SCHEDULE, Cmd.SET_THRESHOLD,
                                               Cmd.SET_BATCH, Cmd.SET_INFER):
                                     reg, ok = {
@@ -394,8 +413,8 @@ class BoardTop(wiring.Component):
                                         m.next = "STREAM_READ"
                                 elif code == Cmd.RESULTS:
                                     m.d.sync += r_count.eq(n_results)
-                                    reply(Status.OK, src=1,
-                                          length=1 + RESULT_BYTES * n_results)
+                                    reply(Status.OK, src=SRC_RESULTS,
+                                          length=1 + mul_const(n_results, RESULT_BYTES))
                                 elif code == Cmd.WEIGHTS:
                                     max_words = min(p.depth, 0xFFFF // word_bytes)
                                     with m.If((w_count == 0) | (w_count > max_words)
@@ -405,7 +424,8 @@ class BoardTop(wiring.Component):
                                         fail(Status.BUSY)
                                     with m.Else():
                                         m.d.sync += r_word.eq(w_addr)
-                                        reply(Status.OK, src=2, length=w_count * word_bytes)
+                                        reply(Status.OK, src=SRC_WEIGHTS,
+                                              length=mul_const(w_count, word_bytes))
                     with m.Default():
                         fail(Status.UNKNOWN_COMMAND)
 
@@ -420,24 +440,32 @@ class BoardTop(wiring.Component):
                 with m.If(core.i.ready):
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(beat == rows0 - 1):
-                        m.d.sync += [beat.eq(0), snap.eq(results.level)]
-                        reply(Status.OK, length=1)      # payload: results waiting
+                        m.d.sync += beat.eq(0)
+                        reply(Status.OK, src=SRC_LEVEL, length=1)
                     with m.Else():
                         m.next = "STREAM_READ"
 
-            # Reply: one byte at a time. R_LOAD picks the byte (its sources have settled: a new
-            # weight address was set at least two cycles before), R_SEND hands it to the UART.
-            with m.State("R_LOAD"):
+            # Reply, one byte at a time. R_GAP and R_GAP2 let a new weight address reach the
+            # memory (R_GAP) and its word reach ``rb_q`` (R_GAP2), and latch a counter; R_PICK
+            # registers the byte; R_SEND hands it to the UART and adds it to the CRC.
+            with m.State("R_GAP"):
+                m.next = "R_GAP2"
+            with m.State("R_GAP2"):
+                # Latch a counter whole before its first byte (no carry tearing).
+                with m.If((r_src == SRC_COUNTERS) & (r_sub == 0)):
+                    m.d.sync += counter.eq(Array(counters)[r_word])
+                m.next = "R_PICK"
+            with m.State("R_PICK"):
                 # After a pop, the result buffer's next entry takes a cycle or two to appear.
-                with m.If(~((r_part == 1) & (r_src == 1) & (r_idx != 0) & ~results.r_rdy)):
+                with m.If(~((r_part == 1) & (r_src == SRC_RESULTS) & (r_idx != 0)
+                            & ~results.r_rdy)):
                     m.d.sync += [tx_byte.eq(next_byte), tx_valid.eq(1)]
-                    with m.If(r_part <= 1):
-                        with m.If((r_part == 1) | (r_idx != 0)):
-                            m.d.sync += r_crc.eq(crc16_step(r_crc, next_byte))
                     m.next = "R_SEND"
             with m.State("R_SEND"):
                 with m.If(tx.i.ready):
                     m.d.sync += [tx_valid.eq(0), r_idx.eq(r_idx + 1)]
+                    with m.If((r_part == 1) | ((r_part == 0) & (r_idx != 0))):
+                        m.d.sync += r_crc.eq(crc16_step(r_crc, tx_byte))
                     m.next = "R_GAP"
                     with m.Switch(r_part):
                         with m.Case(0):
@@ -445,12 +473,15 @@ class BoardTop(wiring.Component):
                                 m.d.sync += [r_idx.eq(0), r_part.eq(Mux(r_len == 0, 2, 1))]
                         with m.Case(1):
                             m.d.sync += r_sub.eq(r_sub + 1)
-                            with m.If((r_src == 1) & (r_idx != 0) & (r_sub == RESULT_BYTES - 1)):
+                            with m.If((r_src == SRC_RESULTS) & (r_idx != 0)
+                                      & (r_sub == RESULT_BYTES - 1)):
                                 m.d.sync += r_sub.eq(0)
                                 m.d.comb += results.r_en.eq(1)
-                            with m.If((r_src == 1) & (r_idx == 0)):
+                            with m.If((r_src == SRC_RESULTS) & (r_idx == 0)):
                                 m.d.sync += r_sub.eq(0)
-                            with m.If((r_src == 2) & (r_sub == word_bytes - 1)):
+                            with m.If((r_src == SRC_WEIGHTS) & (r_sub == word_bytes - 1)):
+                                m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
+                            with m.If((r_src == SRC_COUNTERS) & (r_sub == COUNTER_BYTES - 1)):
                                 m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
                             with m.If(r_idx == r_len - 1):
                                 m.d.sync += [r_idx.eq(0), r_part.eq(2)]
@@ -458,8 +489,6 @@ class BoardTop(wiring.Component):
                             m.d.sync += r_part.eq(3)
                         with m.Case(3):
                             m.next = "IDLE"
-            with m.State("R_GAP"):
-                m.next = "R_LOAD"
 
         m.d.comb += [self.led_idle.eq(core.idle), self.led_error.eq(error)]
         hold = Signal(range(self._led_hold + 1))

@@ -74,6 +74,7 @@ def test_info_status_settings_and_bad_values():
         assert board.leds["led_error"] == 1
         st = link.status()      # a good frame clears the error LED
         assert {k: st[k] for k in want} == want
+        assert st["error"] and not link.status()["error"]
         assert (st["bad_frames"], st["last_error"], st["junk_bytes"], st["uart_errors"]) == \
             (len(bad), Status.BAD_VALUE, 3, 0)
         assert board.leds["led_error"] == 0

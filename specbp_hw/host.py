@@ -49,8 +49,8 @@ class SerialTransport:
         try:
             self._port = serial.Serial(port, baudrate=baud, timeout=timeout)
         except (serial.SerialException, ValueError, OSError) as exc:
-            raise LinkError(f"cannot open serial port {port!r}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise LinkError(f"cannot open serial port {port!r}: {reason}") from None
 
     def read(self, n):
         return self._port.read(n)
@@ -282,8 +282,10 @@ def format_table(runs):
 
 
 def _build_parser():
-    p = argparse.ArgumentParser(prog="python -m specbp_hw.host", description=__doc__.split(
-        "\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m specbp_hw.host",
+        description="Train on a board running the specbp_hw bitstream over its serial link and "
+                    "report, per schedule, the board's counters and test accuracy.")
     p.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0)")
     p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
     p.add_argument("--timeout", type=float, default=2.0,

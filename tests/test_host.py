@@ -115,3 +115,27 @@ def test_cli_bad_values(capsys, argv, message):
                              transport=board)
     assert code == 1 and err.startswith("error: " + message)
     assert len(err.splitlines()) == 1
+
+
+def test_serial_transport_over_a_pty():
+    # The pyserial transport on a pseudo-terminal: what the host writes arrives on the other
+    # side, and what comes back is read (a board's USB serial port behaves the same way).
+    import os
+    import pty
+    import tty
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    try:
+        port = host.SerialTransport(os.ttyname(slave), 115200, timeout=0.5)
+        port.write(b"\xa5\x01\x00\x00")
+        got = b""
+        while len(got) < 4:
+            got += os.read(master, 4 - len(got))
+        assert got == b"\xa5\x01\x00\x00"
+        os.write(master, b"\x5a\x02")
+        assert port.read(2) == b"\x5a\x02"
+        assert port.read(1) == b""          # the read timeout: nothing more
+        port.close()
+    finally:
+        os.close(master)
+        os.close(slave)

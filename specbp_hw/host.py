@@ -21,7 +21,7 @@ from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, RESULT_BYTES, ST
                        Cmd, Status, crc16, decode_info, encode_request)
 
 __all__ = ["LinkError", "BoardError", "SerialTransport", "BoardLink", "run_schedule",
-           "threshold_register", "main"]
+           "threshold_register", "board_params", "read_params", "format_table", "main"]
 
 
 class LinkError(Exception):
@@ -200,6 +200,26 @@ class BoardLink:
         return words
 
 
+def board_params(info):
+    """A CoreParams with the board's geometry (layers, lanes, inputs per cycle, max batch):
+    enough to turn weight words into per-layer arrays with ``unpack_params``."""
+    from golden.fixed import FixedFormat
+
+    from .params import CoreParams
+    fmt = FixedFormat(max_batch=max(16, info["max_batch"]))
+    try:
+        return CoreParams(layers=info["layers"], lanes=info["lanes"], inputs=info["inputs"],
+                          fmt=fmt, max_batch=info["max_batch"])
+    except ValueError as exc:
+        raise LinkError(f"the board reports an unusable configuration: {exc}") from None
+
+
+def read_params(link):
+    """The board's weights and biases: ``[(W, b), ...]`` int64 arrays in the fixed-point format
+    (``info["weight_frac"]`` fraction bits), read while the core is idle."""
+    return board_params(link.info).unpack_params(link.weights())
+
+
 def threshold_register(threshold, info):
     """The board's threshold register for a threshold on mean ``|y_stash - y|`` (as
     ``golden``): ``round(threshold * classes * 2**prob_frac)``."""
@@ -300,6 +320,9 @@ def _build_parser():
     p.add_argument("--train", type=int, default=None, help="training samples (default all)")
     p.add_argument("--test", type=int, default=None, help="test samples (default all)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per schedule (default 1)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="after the run, read the weights back and save them to FILE (.npz: "
+                        "W0, b0, W1, b1, ... as integers, and weight_frac)")
     return p
 
 
@@ -356,6 +379,15 @@ def main(argv=None, transport=None):
                 print(f"{s}: epoch {e + 1}/{args.epochs} in {time.monotonic() - t0:.1f} s",
                       flush=True)
         print(format_table(runs))
+        if args.weights:
+            arrays = {"weight_frac": np.array(info["weight_frac"])}
+            for l, (w, b) in enumerate(read_params(link)):
+                arrays[f"W{l}"], arrays[f"b{l}"] = w, b
+            try:
+                np.savez(args.weights, **arrays)
+            except OSError as exc:
+                raise ValueError(f"cannot write {args.weights}: {exc.strerror or exc}") from None
+            print(f"weights: {args.weights}")
     except (LinkError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

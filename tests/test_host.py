@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from specbp_hw import host
-from specbp_hw.host import BoardLink, format_table, run_schedule, threshold_register
+from specbp_hw.host import (BoardLink, format_table, read_params, run_schedule,
+                            threshold_register)
 from specbp_hw.pysim import run_pysim
 
 from test_board_top import INIT, PARAMS, make_board
@@ -25,7 +26,7 @@ def test_host_training_equals_the_core(schedule):
         run = run_schedule(link, data.train_images, data.train_labels, schedule=schedule,
                            threshold=thr, batch=batch, test_images=data.test_images,
                            test_labels=data.test_labels)
-        words = link.weights()
+        params = read_params(link)
     ref = run_pysim(PARAMS, INIT, data.train_images, data.train_labels, schedule=schedule,
                     threshold=thr, batch=batch)
     # Inference from the trained weights, as the host ran it on the board.
@@ -39,7 +40,7 @@ def test_host_training_equals_the_core(schedule):
     assert (results[:, 3] == ref.step_cycles).all()
     if schedule == "speculative":
         assert {1, 2} <= set(ref.kinds.tolist())
-    for (w1, b1), (w2, b2) in zip(PARAMS.unpack_params(words), ref.params):
+    for (w1, b1), (w2, b2) in zip(params, ref.params):
         assert (w1 == w2).all() and (b1 == b2).all()
     c = run["counters"]
     for name in ("samples", "accepted", "rejected", "fwd_busy", "bwd_busy", "update_cycles"):

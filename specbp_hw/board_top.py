@@ -12,7 +12,7 @@ outputs to its LEDs.
 """
 
 from amaranth.hdl import *
-from amaranth.lib import data, fifo, memory, wiring
+from amaranth.lib import data, fifo, io, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .core import COUNTER_WIDTH, TrainingCore, result_layout
@@ -21,7 +21,7 @@ from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RES
                        STATUS_BYTES, Cmd, Status, info_bytes)
 from .uart import UARTRx, UARTTx, check_divisor
 
-__all__ = ["BoardTop", "crc16_step", "initial_weights", "mul_const"]
+__all__ = ["BoardTop", "PlatformTop", "crc16_step", "initial_weights", "mul_const"]
 
 
 def zext(value, bits):
@@ -498,4 +498,69 @@ class BoardTop(wiring.Component):
             m.d.sync += hold.eq(hold - 1)
         m.d.comb += self.led_busy.eq(hold != 0)
 
+        return m
+
+
+class PlatformTop(Elaboratable):
+    """:class:`BoardTop` on an amaranth-boards platform: its first UART and its first LEDs.
+
+    Parameters
+    ----------
+    params : CoreParams
+    baud : int
+        UART baud rate; the divisor is the clock frequency over it, rounded (the resulting
+        rate must be within 2 % of ``baud``).
+    clk_frequency : float, optional
+        Frequency of the ``sync`` domain in Hz. Default: the platform's default clock. Pass it
+        when the design runs from a PLL.
+    leds : tuple of str
+        The :class:`BoardTop` LED outputs on the board's ``led`` resources 0, 1, 2, ... as far
+        as the board has them. The default puts the error on LED 0 (red on the iCEBreaker)
+        and activity on LED 1 (green).
+    **kwargs
+        Passed to :class:`BoardTop` (``init``, ``timeout``, ``result_depth``, ``led_hold``).
+
+    Raises ValueError (one line) at elaboration if the platform has no UART or the baud rate
+    cannot be reached.
+    """
+
+    LED_NAMES = ("led_idle", "led_busy", "led_error")
+
+    def __init__(self, params, *, baud=115200, clk_frequency=None,
+                 leds=("led_error", "led_busy", "led_idle"), **kwargs):
+        if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+            raise ValueError(f"baud must be a positive integer, not {baud!r}")
+        if not all(name in self.LED_NAMES for name in leds):
+            raise ValueError(f"leds must name outputs among {', '.join(self.LED_NAMES)}, "
+                             f"not {leds!r}")
+        self._leds = tuple(leds)
+        self._params = params
+        self._baud = baud
+        self._clk = clk_frequency
+        self._kwargs = kwargs
+
+    def elaborate(self, platform):
+        from amaranth.build import ResourceError
+        freq = self._clk or platform.default_clk_frequency
+        divisor = round(freq / self._baud)
+        if divisor < 4 or abs(freq / divisor - self._baud) > 0.02 * self._baud:
+            raise ValueError(f"{self._baud} baud cannot be made from a {freq / 1e6:g} MHz clock "
+                             f"(at least 4 cycles a bit, within 2 %)")
+        try:
+            uart = platform.request("uart", 0, dir="-")
+        except ResourceError:
+            raise ValueError(f"{type(platform).__name__} has no 'uart' resource; the host link "
+                             f"needs a UART (a USB-serial bridge to the FPGA's pins)") from None
+        m = Module()
+        m.submodules.board = top = BoardTop(self._params, divisor, **self._kwargs)
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [top.uart_rx.eq(rx.i), tx.o.eq(top.uart_tx)]
+        for i, name in enumerate(self._leds):
+            try:
+                led = platform.request("led", i, dir="-")
+            except ResourceError:
+                break
+            m.submodules[f"led{i}"] = buf = io.Buffer("o", led)
+            m.d.comb += buf.o.eq(getattr(top, name))
         return m

@@ -163,3 +163,25 @@ def test_parameters_are_checked(kwargs, match):
     args = {"divisor": DIVISOR, **kwargs}
     with pytest.raises(ValueError, match=match):
         BoardTop(PARAMS, args.pop("divisor"), **args)
+
+
+def test_platform_top_maps_uart_and_leds():
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_85FPlatform
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    from specbp_hw.board_top import PlatformTop
+    pcf = ICEBreakerPlatform().prepare(PlatformTop(PARAMS), name="top").files["top.pcf"]
+    for line in ("set_io uart_0__rx__io 6", "set_io uart_0__tx__io 9", "set_io led_0__io 11",
+                 "set_io led_1__io 37"):
+        assert line in pcf
+    lpf = ULX3S_85F_Platform().prepare(PlatformTop(PARAMS), name="top").files["top.lpf"]
+    for site in ('"uart_0__rx__io" SITE "M1"', '"uart_0__tx__io" SITE "L4"',
+                 '"led_2__io" SITE "C1"'):
+        assert site in lpf
+    with pytest.raises(ValueError, match="has no 'uart' resource"):
+        OrangeCrabR0_2_85FPlatform().prepare(PlatformTop(PARAMS), name="top")
+    with pytest.raises(ValueError, match="cannot be made from a 12 MHz clock"):
+        ICEBreakerPlatform().prepare(PlatformTop(PARAMS, baud=4_000_000), name="top")
+    with pytest.raises(ValueError, match="leds must name"):
+        PlatformTop(PARAMS, leds=("led_red",))

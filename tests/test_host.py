@@ -140,3 +140,38 @@ def test_serial_transport_over_a_pty():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_cli_trains_on_the_simulated_board(capsys, monkeypatch, tmp_path):
+    # The whole command line against the tiny simulated board, with a 16-pixel data set in
+    # place of MNIST: the table and the saved weights equal a direct run of the core.
+    import specbp_hw.data
+    n = 6
+    data = random_data(np.random.default_rng(3), n, 16, 4, repeat=0.5, n_test=3)
+
+    class Tiny:
+        source = "tiny random test data"
+        train_images, train_labels = data.train_images, data.train_labels
+        test_images, test_labels = data.test_images, data.test_labels
+
+        def subset(self, train, test):
+            return self
+
+    monkeypatch.setattr(specbp_hw.data, "resolve", lambda path: Tiny())
+    out_file = tmp_path / "w.npz"
+    with make_board() as board:
+        code, out, err = cli(capsys, "--port", "sim", "--schedules", "serial", "--batch", "3",
+                             "--weights", str(out_file), transport=board)
+    assert (code, err) == (0, "")
+    ref = run_pysim(PARAMS, INIT, data.train_images, data.train_labels, schedule="serial",
+                    batch=3)
+    ref_test = run_pysim(PARAMS, ref.params, data.test_images, data.test_labels, infer=True)
+    cycles = ref.step_cycles.sum() + ref.counters["update_cycles"]
+    acc = 100 * (ref_test.predictions == data.test_labels).mean()
+    row = [line for line in out.splitlines() if line.startswith("serial ")][0]
+    assert row.split() == ["serial", str(n), "0", "0", str(cycles), f"{cycles / n:.1f}",
+                           f"{acc:.2f}%"]
+    saved = np.load(out_file)
+    assert int(saved["weight_frac"]) == PARAMS.fmt.weight.frac
+    for l, (w, b) in enumerate(ref.params):
+        assert (saved[f"W{l}"] == w).all() and (saved[f"b{l}"] == b).all()

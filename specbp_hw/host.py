@@ -72,11 +72,21 @@ class BoardLink:
 
     On construction asks the board for its configuration (``info``: a dict, see
     :func:`specbp_hw.protocol.decode_info`).
+
+    A request that the board answers with ``bad crc``, ``bad length`` or ``timeout`` (the
+    request was damaged or delayed on the way, its length field included; the board changed
+    nothing) is sent again, up to ``retries`` times;
+    ``retried`` counts these. A damaged *reply* is not retried: the board may have acted on
+    the request (an upload trained), so it raises :class:`LinkError`.
     """
 
-    def __init__(self, transport, *, poll_limit=100_000):
+    RETRY = (Status.BAD_CRC, Status.BAD_LENGTH, Status.TIMEOUT)
+
+    def __init__(self, transport, *, poll_limit=100_000, retries=3):
         self.transport = transport
         self._poll_limit = poll_limit
+        self._retries = retries
+        self.retried = 0
         self.info = decode_info(self.request(Cmd.INFO))
         self.block = self.info["lanes"] * self.info["inputs"]
 
@@ -94,8 +104,13 @@ class BoardLink:
 
     def transact(self, cmd, payload=b""):
         """Send one request; return ``(status, payload)`` of the reply."""
-        self.transport.write(encode_request(cmd, payload))
-        return self.read_reply(cmd)
+        frame = encode_request(cmd, payload)
+        for attempt in range(self._retries + 1):
+            self.transport.write(frame)
+            status, reply = self.read_reply(cmd)
+            if status not in self.RETRY or attempt == self._retries:
+                return status, reply
+            self.retried += 1
 
     def read_reply(self, cmd):
         """Read one reply frame (to command ``cmd``); return ``(status, payload)``."""

@@ -175,3 +175,45 @@ def test_cli_trains_on_the_simulated_board(capsys, monkeypatch, tmp_path):
     assert int(saved["weight_frac"]) == PARAMS.fmt.weight.frac
     for l, (w, b) in enumerate(ref.params):
         assert (saved[f"W{l}"] == w).all() and (saved[f"b{l}"] == b).all()
+
+
+class NoisyLine:
+    """A transport that damages one bit of every ``every``-th request on its way to the board,
+    each time at the next position after the start byte (command, length, payload or CRC)."""
+
+    def __init__(self, board, every):
+        self.board, self.every, self.count, self.damaged = board, every, 0, 0
+
+    def write(self, data):
+        self.count += 1
+        if self.count % self.every == 0:
+            data = bytearray(data)
+            data[1 + self.damaged % (len(data) - 1)] ^= 0x04
+            self.damaged += 1
+        self.board.write(bytes(data))
+
+    def read(self, n):
+        return self.board.read(n)
+
+
+def test_host_retries_damaged_requests():
+    # Every 4th request is damaged on the line; the board rejects it without acting and the
+    # host sends it again. The run still equals the core's own.
+    n, batch = 8, 3
+    data = random_data(np.random.default_rng(5), n, 16, 4, repeat=0.5)
+    thr = PARAMS.fmt.threshold_int(0.004, 4)
+    with make_board() as board:
+        line = NoisyLine(board, 4)
+        link = BoardLink(line)
+        run = run_schedule(link, data.train_images, data.train_labels, schedule="speculative",
+                           threshold=thr, batch=batch)
+        params = read_params(link)
+    ref = run_pysim(PARAMS, INIT, data.train_images, data.train_labels, schedule="speculative",
+                    threshold=thr, batch=batch)
+    assert line.damaged >= 5 and link.retried == line.damaged
+    results = np.array(run["results"])
+    assert (results[:, 2] == ref.kinds).all() and (results[:, 1] == ref.predictions).all()
+    for (w1, b1), (w2, b2) in zip(params, ref.params):
+        assert (w1 == w2).all() and (b1 == b2).all()
+    for name in ("samples", "accepted", "rejected"):
+        assert run["counters"][name] == ref.counters[name], name

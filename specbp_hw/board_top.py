@@ -211,6 +211,8 @@ class BoardTop(wiring.Component):
         arg = Signal(32)                        # the first 4 payload bytes
         crc = Signal(16, init=0xFFFF)
         crc_bad = Signal()
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(crc16_step(crc, rx_byte))
         label = Signal(8)
         flags = Signal(8)
         acc = Signal(8 * K)                     # pixels of the word being assembled
@@ -283,15 +285,26 @@ class BoardTop(wiring.Component):
             with m.Case(3):
                 m.d.comb += next_byte.eq(r_crc[8:])
 
+        # A reply starts through these strobes, so that its bookkeeping exists once in the
+        # logic, not once per place that replies.
+        go = Signal()
+        go_status = Signal(8)
+        go_src = Signal(3)
+        go_len = Signal(16)
+        with m.If(go):
+            m.d.sync += [r_cmd.eq(cmd), r_status.eq(go_status), r_src.eq(go_src),
+                         r_len.eq(go_len), r_part.eq(0), r_idx.eq(0), r_sub.eq(0),
+                         r_crc.eq(0xFFFF)]
+            # A refusal while busy is flow control, not an error: the frame itself was good.
+            with m.If(go_status == Status.OK):
+                m.d.sync += error.eq(0)
+            with m.Elif(go_status != Status.BUSY):
+                m.d.sync += [error.eq(1), last_error.eq(go_status),
+                             bad_frames.eq(bad_frames + 1)]
+
         def reply(status, src=0, length=0):
             """Start a reply to ``cmd`` (statements for the current state)."""
-            m.d.sync += [r_cmd.eq(cmd), r_status.eq(status), r_src.eq(src), r_len.eq(length),
-                         r_part.eq(0), r_idx.eq(0), r_sub.eq(0), r_crc.eq(0xFFFF)]
-            # A refusal while busy is flow control, not an error: the frame itself was good.
-            if status == Status.OK:
-                m.d.sync += error.eq(0)
-            elif status != Status.BUSY:
-                m.d.sync += [error.eq(1), last_error.eq(status), bad_frames.eq(bad_frames + 1)]
+            m.d.comb += [go.eq(1), go_status.eq(status), go_src.eq(src), go_len.eq(length)]
             m.next = "R_GAP"
 
         def fail(status):
@@ -320,7 +333,7 @@ class BoardTop(wiring.Component):
                     m.d.comb += take.eq(1)
                     with m.If(got):
                         if state in ("CMD", "LEN0", "LEN1", "PAYLOAD"):
-                            m.d.sync += crc.eq(crc16_step(crc, rx_byte))
+                            m.d.sync += crc.eq(crc_next)
                         if state == "CMD":
                             m.d.sync += cmd.eq(rx_byte)
                         elif state == "LEN0":

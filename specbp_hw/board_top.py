@@ -291,15 +291,20 @@ class BoardTop(wiring.Component):
         go_status = Signal(8)
         go_src = Signal(3)
         go_len = Signal(16)
+        went = Signal()                         # a reply started in the previous cycle
+        m.d.sync += went.eq(go)
         with m.If(go):
             m.d.sync += [r_cmd.eq(cmd), r_status.eq(go_status), r_src.eq(go_src),
                          r_len.eq(go_len), r_part.eq(0), r_idx.eq(0), r_sub.eq(0),
                          r_crc.eq(0xFFFF)]
+        # The error bookkeeping follows from the registered status, a cycle later (the reply's
+        # first byte leaves after R_GAP, R_GAP2 and R_PICK, so STATUS never sees it stale).
+        with m.If(went):
             # A refusal while busy is flow control, not an error: the frame itself was good.
-            with m.If(go_status == Status.OK):
+            with m.If(r_status == Status.OK):
                 m.d.sync += error.eq(0)
-            with m.Elif(go_status != Status.BUSY):
-                m.d.sync += [error.eq(1), last_error.eq(go_status),
+            with m.Elif(r_status != Status.BUSY):
+                m.d.sync += [error.eq(1), last_error.eq(r_status),
                              bad_frames.eq(bad_frames + 1)]
 
         def reply(status, src=0, length=0):
@@ -315,8 +320,15 @@ class BoardTop(wiring.Component):
                         Cmd.RESULTS: 1, Cmd.COUNTERS: 0, Cmd.WEIGHTS: 4}
         m.d.comb += sb_r.addr.eq(beat)
         w_addr, w_count = arg[:16], arg[16:]
+        # Registered views of the result buffer for the decisions in EXEC (short paths). Both
+        # are exact there: between the request's last byte and EXEC nothing uploads or pops,
+        # and results that arrive meanwhile only raise the level.
+        level_q = Signal.like(results.level)
+        room = Signal()
+        m.d.sync += [level_q.eq(results.level),
+                     room.eq(inflight + results.level < self._result_depth)]
         n_results = Signal(8)
-        m.d.comb += n_results.eq(Mux(arg[:8] < results.level, arg[:8], results.level))
+        m.d.comb += n_results.eq(Mux(arg[:8] < level_q, arg[:8], level_q))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -418,7 +430,7 @@ class BoardTop(wiring.Component):
                                 elif code == Cmd.UPLOAD:
                                     with m.If((label >= p.classes) | (flags > 1)):
                                         fail(Status.BAD_VALUE)
-                                    with m.Elif(inflight + results.level >= self._result_depth):
+                                    with m.Elif(~room):
                                         fail(Status.BUSY)
                                     with m.Else():
                                         m.d.comb += inflight_inc.eq(1)

@@ -168,7 +168,7 @@ class BoardTop(wiring.Component):
         # The sample being uploaded: one word of K pixels per core beat.
         m.submodules.sbuf = sbuf = memory.Memory(shape=p.pixel_word, depth=rows0, init=[])
         sb_w = sbuf.write_port()
-        sb_r = sbuf.read_port()
+        sb_r = sbuf.read_port()     # not transparent: a frame's writes end before streaming
 
         # Settings (the core's registers); changed only by a checked frame while idle.
         schedule = Signal(2)

@@ -1,0 +1,591 @@
+"""Board-agnostic top: the training core behind a framed UART link, and status LEDs.
+
+The protocol is specified in ``docs/HOST_LINK.md`` (constants and CRC in
+:mod:`specbp_hw.protocol`). The engine handles one frame at a time: it receives a whole
+request, checks its CRC, command, length and values, and only then acts on it; so a corrupt,
+truncated or malformed frame gets an error reply and changes no training state. An uploaded
+sample is buffered in block RAM while its frame arrives and streamed into the core only after
+the checks pass.
+
+A platform wrapper connects ``uart_rx``/``uart_tx`` to the board's serial pins and the LED
+outputs to its LEDs.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import data, fifo, io, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .core import COUNTER_WIDTH, TrainingCore, result_layout
+from .params import CoreParams
+from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RESULT_BYTES,
+                       STATUS_BYTES, Cmd, Status, info_bytes)
+from .uart import UARTRx, UARTTx, check_divisor
+
+__all__ = ["BoardTop", "PlatformTop", "crc16_step", "initial_weights", "mul_const"]
+
+
+def zext(value, bits):
+    """``value`` zero-extended (or truncated) to ``bits`` bits."""
+    value = Value.cast(value)
+    return Cat(value, C(0, bits - len(value))) if len(value) < bits else value[:bits]
+
+
+def crc16_step(crc, byte):
+    """CRC-16/CCITT-FALSE after one more byte: combinational, 8 unrolled bit steps."""
+    for i in reversed(range(8)):
+        fb = crc[15] ^ byte[i]
+        crc = Cat(C(0, 1), crc[:15]) ^ Mux(fb, 0x1021, 0)
+        crc = crc[:16]
+    return crc
+
+
+def mul_const(value, factor):
+    """``value * factor`` for a constant ``factor`` as shifts and adds (no multiplier block:
+    it sits on a short path and a DSP there costs more time than an adder)."""
+    terms = [value << b for b in range(factor.bit_length()) if factor >> b & 1]
+    return sum(terms[1:], terms[0]) if terms else C(0, 1)
+
+
+def initial_weights(params, seed=0):
+    """The golden model's initial weights (fixed point) for ``params``: what a board starts from.
+
+    The same values as :meth:`golden.fixed_model.FixedArith.init_params` with ``seed``.
+    """
+    from golden.config import TrainConfig
+    from golden.fixed_model import FixedArith
+    cfg = TrainConfig(layers=params.layers, seed=seed, lr=params.lr)
+    return FixedArith(cfg, params.fmt).init_params(cfg)
+
+
+class BoardTop(wiring.Component):
+    """The training core, a UART (8N1) host link and status LEDs.
+
+    Parameters
+    ----------
+    params : CoreParams
+    divisor : int
+        Clock cycles per UART bit (clock frequency / baud rate), at least 4.
+    init : list of (W, b) int arrays, optional
+        Initial weights for the core (see :func:`initial_weights`); zeros if omitted.
+    timeout : int, optional
+        Clock cycles of silence that end a truncated frame (error reply ``timeout``) and end
+        the discarding after a corrupt one. Default: 1024 byte times (about 89 ms at 115,200
+        baud), long enough for USB serial adapters' packet gaps.
+    result_depth : int
+        Results buffered on the board (2 .. 255); uploads are refused (``busy``) rather than
+        let the core stall with a full buffer.
+    led_hold : int
+        Cycles the ``led_busy`` output stays lit after the core was last busy (so that short
+        steps are visible). Default: 2**22 (about 40 ms at 100 MHz).
+
+    Members
+    -------
+    uart_rx : In(1)
+        Serial input (from the host), idle high.
+    uart_tx : Out(1)
+        Serial output (to the host), idle high.
+    led_idle : Out(1)
+        The core has nothing in flight (it takes settings and weight reads).
+    led_busy : Out(1)
+        The core worked within the last ``led_hold`` cycles (training or inference running).
+    led_error : Out(1)
+        The last frame got an error reply; cleared by the next good frame.
+    """
+
+    uart_rx: In(1, init=1)
+    uart_tx: Out(1, init=1)
+    led_idle: Out(1)
+    led_busy: Out(1)
+    led_error: Out(1)
+
+    def __init__(self, params, divisor, *, init=None, timeout=None, result_depth=16,
+                 led_hold=1 << 22):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"params must be a CoreParams, not {params!r}")
+        self._divisor = check_divisor(divisor)
+        if timeout is None:
+            timeout = 1024 * 10 * divisor
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 20 * divisor:
+            raise ValueError(f"timeout must be an integer of at least 2 byte times "
+                             f"({20 * divisor} cycles), not {timeout!r}")
+        if (isinstance(result_depth, bool) or not isinstance(result_depth, int)
+                or not 2 <= result_depth <= 255):
+            raise ValueError(f"result_depth must be an integer from 2 to 255, "
+                             f"not {result_depth!r}")
+        if isinstance(led_hold, bool) or not isinstance(led_hold, int) or led_hold < 1:
+            raise ValueError(f"led_hold must be a positive integer, not {led_hold!r}")
+        if params.layers[0] + 2 > 0xFFFF:
+            raise ValueError(f"An upload frame of {params.layers[0]} pixels exceeds the "
+                             f"protocol's 65535-byte payload")
+        self._p = params
+        self._timeout = timeout
+        self._result_depth = result_depth
+        self._led_hold = led_hold
+        super().__init__()
+        self.core = TrainingCore(params, init=init)
+
+    @property
+    def params(self):
+        return self._p
+
+    @property
+    def divisor(self):
+        return self._divisor
+
+    @property
+    def timeout(self):
+        return self._timeout
+
+    @property
+    def result_depth(self):
+        return self._result_depth
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        K, rows0 = p.inputs, p.rows(0)
+        core = self.core
+        m.submodules.core = core
+        m.submodules.rx = rx = UARTRx(self._divisor)
+        m.submodules.tx = tx = UARTTx(self._divisor)
+        m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
+
+        # Received bytes wait here while the engine is busy (streaming a sample, replying).
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=16)
+        wiring.connect(m, rx.o, rx_fifo.w_stream)
+
+        # Results of the core, read by the host with RESULTS.
+        rlayout = result_layout(p)
+        m.submodules.results = results = fifo.SyncFIFOBuffered(width=rlayout.size,
+                                                               depth=self._result_depth)
+        m.d.comb += [results.w_data.eq(core.o.payload), results.w_en.eq(core.o.valid),
+                     core.o.ready.eq(results.w_rdy)]
+        res_done = core.o.valid & core.o.ready
+        step_sum = Signal(COUNTER_WIDTH)
+        with m.If(res_done):
+            m.d.sync += step_sum.eq(step_sum + core.o.payload.cycles)
+
+        # The sample being uploaded: one word of K pixels per core beat.
+        m.submodules.sbuf = sbuf = memory.Memory(shape=p.pixel_word, depth=rows0, init=[])
+        sb_w = sbuf.write_port()
+        sb_r = sbuf.read_port()     # not transparent: a frame's writes end before streaming
+
+        # Settings (the core's registers); changed only by a checked frame while idle.
+        schedule = Signal(2)
+        threshold = Signal(p.threshold_width)
+        batch = Signal(range(p.max_batch + 1), init=min(15, p.max_batch))
+        infer = Signal()
+        m.d.comb += [core.schedule.eq(schedule), core.threshold.eq(threshold),
+                     core.batch.eq(batch), core.infer.eq(infer)]
+
+        # Samples uploaded whose results are not yet in the result buffer.
+        inflight = Signal(range(self._result_depth + 1))
+        inflight_inc = Signal()
+        m.d.sync += inflight.eq(inflight + inflight_inc - res_done)
+
+        # Link statistics and the error latch.
+        bad_frames = Signal(16)
+        junk = Signal(16)
+        uart_errors = Signal(16)
+        last_error = Signal(8)
+        error = Signal()
+        with m.If(rx.framing_error | rx.overrun):
+            m.d.sync += uart_errors.eq(uart_errors + 1)
+
+        # ---- request reception --------------------------------------------------------------
+        rx_byte = rx_fifo.r_data
+        take = Signal()                         # consume rx_byte this cycle
+        m.d.comb += rx_fifo.r_en.eq(take)
+        got = rx_fifo.r_rdy & take
+        quiet = Signal(range(self._timeout + 1))
+        with m.If(got):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(quiet != self._timeout):
+            m.d.sync += quiet.eq(quiet + 1)
+        timed_out = quiet == self._timeout
+
+        max_payload = max(2 + p.layers[0], 4)
+        cmd = Signal(8)
+        length = Signal(16)
+        idx = Signal(16)                        # payload byte index
+        arg = Signal(32)                        # the first 4 payload bytes
+        crc = Signal(16, init=0xFFFF)
+        crc_bad = Signal()
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(crc16_step(crc, rx_byte))
+        label = Signal(8)
+        flags = Signal(8)
+        acc = Signal(8 * K)                     # pixels of the word being assembled
+        kpos = Signal(range(K))
+        wpos = Signal(range(rows0 + 1))
+        beat = Signal(range(rows0))
+
+        # ---- reply ------------------------------------------------------------------------
+        # Payload sources: the INFO constants, the live status, counters (each latched whole
+        # before its first byte), results, weight words, the results waiting (UPLOAD).
+        SRC_INFO, SRC_RESULTS, SRC_WEIGHTS, SRC_STATUS, SRC_COUNTERS, SRC_LEVEL = range(6)
+        r_cmd = Signal(8)
+        r_status = Signal(8)
+        r_len = Signal(16)
+        r_src = Signal(3)
+        r_part = Signal(3)                      # 0 header, 1 payload, 2 crc lo, 3 crc hi
+        r_idx = Signal(16)
+        r_crc = Signal(16)
+        word_bytes = -(-p.weight_word.size // 8)
+        r_sub = Signal(range(max(word_bytes, RESULT_BYTES, COUNTER_BYTES)))  # byte in a record
+        r_count = Signal(8)                     # results in a RESULTS reply
+        r_word = Signal(range(max(p.depth, len(COUNTER_NAMES)) + 1))   # weight word, counter
+        counter = Signal(COUNTER_WIDTH)         # the counter being sent
+        tx_byte = Signal(8)
+        tx_valid = Signal()
+        m.d.comb += [tx.i.payload.eq(tx_byte), tx.i.valid.eq(tx_valid)]
+        m.d.comb += core.rb_addr.eq(r_word)
+        # The weight word is registered before its bytes are selected: a block RAM's output
+        # is slow (about 5.6 ns on ECP5), too slow to go through a wide byte multiplexer too.
+        rb_q = Signal(p.weight_word.size)
+        m.d.sync += rb_q.eq(core.rb_data)
+        rb_bytes = Cat(rb_q, C(0, 8 * word_bytes - p.weight_word.size))
+        res = data.View(rlayout, results.r_data)
+        res_bytes = Cat(zext(res.label, 8), zext(res.prediction, 8), zext(res.kind, 8),
+                        zext(res.cycles, 24))
+        assert len(res_bytes) == 8 * RESULT_BYTES
+        header = Array([C(REPLY_SOF, 8), r_cmd, r_status, r_len[:8], r_len[8:]])
+        info = info_bytes(p, self._result_depth)
+        error_before = Signal()                 # the error LED before this request
+        status_word = Cat(Cat(core.idle, infer, error_before), C(0, 5), zext(schedule, 8),
+                          zext(batch, 8), zext(threshold, 32), zext(results.level, 8),
+                          zext(inflight, 8), last_error, bad_frames, junk, uart_errors)
+        assert len(status_word) == 8 * STATUS_BYTES
+        counters = [getattr(core, name) for name in COUNTER_NAMES[:-1]] + [step_sum]
+        pay_byte = Signal(8)
+        with m.Switch(r_src):
+            with m.Case(SRC_INFO):
+                rom = Array(C(b, 8) for b in info)
+                m.d.comb += pay_byte.eq(rom[r_idx[:(len(info) - 1).bit_length()]])
+            with m.Case(SRC_STATUS):
+                m.d.comb += pay_byte.eq(status_word.word_select(r_idx[:4], 8))
+            with m.Case(SRC_COUNTERS):
+                m.d.comb += pay_byte.eq(counter.word_select(r_sub[:3], 8))
+            with m.Case(SRC_LEVEL):
+                m.d.comb += pay_byte.eq(results.level)
+            with m.Case(SRC_RESULTS):
+                m.d.comb += pay_byte.eq(Mux(r_idx == 0, r_count,
+                                            res_bytes.word_select(r_sub[:3], 8)))
+            with m.Case(SRC_WEIGHTS):
+                m.d.comb += pay_byte.eq(rb_bytes.word_select(
+                    r_sub[:max(1, (word_bytes - 1).bit_length())], 8))
+        next_byte = Signal(8)
+        with m.Switch(r_part):
+            with m.Case(0):
+                m.d.comb += next_byte.eq(header[r_idx[:3]])
+            with m.Case(1):
+                m.d.comb += next_byte.eq(pay_byte)
+            with m.Case(2):
+                m.d.comb += next_byte.eq(r_crc[:8])
+            with m.Case(3):
+                m.d.comb += next_byte.eq(r_crc[8:])
+
+        # A reply starts through these strobes, so that its bookkeeping exists once in the
+        # logic, not once per place that replies.
+        go = Signal()
+        go_status = Signal(8)
+        go_src = Signal(3)
+        go_len = Signal(16)
+        went = Signal()                         # a reply started in the previous cycle
+        m.d.sync += went.eq(go)
+        with m.If(go):
+            m.d.sync += [r_cmd.eq(cmd), r_status.eq(go_status), r_src.eq(go_src),
+                         r_len.eq(go_len), r_part.eq(0), r_idx.eq(0), r_sub.eq(0),
+                         r_crc.eq(0xFFFF)]
+        # The error bookkeeping follows from the registered status, a cycle later (the reply's
+        # first byte leaves after R_GAP, R_GAP2 and R_PICK, so STATUS never sees it stale).
+        with m.If(went):
+            # A refusal while busy is flow control, not an error: the frame itself was good.
+            with m.If(r_status == Status.OK):
+                m.d.sync += error.eq(0)
+            with m.Elif(r_status != Status.BUSY):
+                m.d.sync += [error.eq(1), last_error.eq(r_status),
+                             bad_frames.eq(bad_frames + 1)]
+
+        def reply(status, src=0, length=0):
+            """Start a reply to ``cmd`` (statements for the current state)."""
+            m.d.comb += [go.eq(1), go_status.eq(status), go_src.eq(src), go_len.eq(length)]
+            m.next = "R_GAP"
+
+        def fail(status):
+            reply(status)
+
+        expected_len = {Cmd.INFO: 0, Cmd.STATUS: 0, Cmd.SET_SCHEDULE: 1, Cmd.SET_THRESHOLD: 4,
+                        Cmd.SET_BATCH: 1, Cmd.SET_INFER: 1, Cmd.UPLOAD: 2 + p.layers[0],
+                        Cmd.RESULTS: 1, Cmd.COUNTERS: 0, Cmd.WEIGHTS: 4}
+        m.d.comb += sb_r.addr.eq(beat)
+        w_addr, w_count = arg[:16], arg[16:]
+        # Registered views of the result buffer for the decisions in EXEC (short paths). Both
+        # are exact there: between the request's last byte and EXEC nothing uploads or pops,
+        # and results that arrive meanwhile only raise the level.
+        level_q = Signal.like(results.level)
+        room = Signal()
+        m.d.sync += [level_q.eq(results.level),
+                     room.eq(inflight + results.level < self._result_depth)]
+        n_results = Signal(8)
+        m.d.comb += n_results.eq(Mux(arg[:8] < level_q, arg[:8], level_q))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += take.eq(1)
+                with m.If(got):
+                    with m.If(rx_byte == REQUEST_SOF):
+                        m.d.sync += [crc.eq(0xFFFF), crc_bad.eq(0), cmd.eq(0)]
+                        m.next = "CMD"
+                    with m.Else():
+                        m.d.sync += junk.eq(junk + 1)
+            for state, nxt in (("CMD", "LEN0"), ("LEN0", "LEN1"), ("LEN1", None),
+                               ("PAYLOAD", None), ("CRC0", "CRC1"), ("CRC1", None)):
+                with m.State(state):
+                    m.d.comb += take.eq(1)
+                    with m.If(got):
+                        if state in ("CMD", "LEN0", "LEN1", "PAYLOAD"):
+                            m.d.sync += crc.eq(crc_next)
+                        if state == "CMD":
+                            m.d.sync += cmd.eq(rx_byte)
+                        elif state == "LEN0":
+                            m.d.sync += length[:8].eq(rx_byte)
+                        elif state == "LEN1":
+                            m.d.sync += [length[8:].eq(rx_byte), idx.eq(0), arg.eq(0),
+                                         kpos.eq(0), wpos.eq(0)]
+                            with m.If(Cat(length[:8], rx_byte) > max_payload):
+                                m.next = "DRAIN_LEN"
+                            with m.Elif(Cat(length[:8], rx_byte) == 0):
+                                m.next = "CRC0"
+                            with m.Else():
+                                m.next = "PAYLOAD"
+                        elif state == "PAYLOAD":
+                            m.d.sync += idx.eq(idx + 1)
+                            with m.If(idx < 4):
+                                m.d.sync += arg.word_select(idx[:2], 8).eq(rx_byte)
+                            with m.If(idx == 0):
+                                m.d.sync += label.eq(rx_byte)
+                            with m.If(idx == 1):
+                                m.d.sync += flags.eq(rx_byte)
+                            with m.If((idx >= 2) & (wpos < rows0)):
+                                word = Cat(acc[8:], rx_byte)
+                                m.d.sync += [acc.eq(word), kpos.eq(kpos + 1)]
+                                with m.If(kpos == K - 1):
+                                    m.d.sync += [kpos.eq(0), wpos.eq(wpos + 1)]
+                                    m.d.comb += [sb_w.addr.eq(wpos), sb_w.data.eq(word),
+                                                 sb_w.en.eq(1)]
+                            with m.If(idx == length - 1):
+                                m.next = "CRC0"
+                        elif state == "CRC0":
+                            m.d.sync += crc_bad.eq(rx_byte != crc[:8])
+                        else:
+                            with m.If(crc_bad | (rx_byte != crc[8:])):
+                                m.next = "DRAIN_CRC"
+                            with m.Else():
+                                m.next = "EXEC"
+                        if nxt is not None:
+                            m.next = nxt
+                    with m.Elif(timed_out):
+                        fail(Status.TIMEOUT)
+
+            # A corrupt frame: discard whatever follows until the line is quiet, then reply.
+            for state, status in (("DRAIN_LEN", Status.BAD_LENGTH), ("DRAIN_CRC", Status.BAD_CRC)):
+                with m.State(state):
+                    m.d.comb += take.eq(1)
+                    with m.If(timed_out):
+                        fail(status)
+
+            with m.State("EXEC"):
+                m.d.sync += error_before.eq(error)
+                with m.Switch(cmd):
+                    for code, n in expected_len.items():
+                        with m.Case(code):
+                            with m.If(length != n):
+                                fail(Status.BAD_LENGTH)
+                            with m.Else():
+                                if code == Cmd.INFO:
+                                    reply(Status.OK, src=SRC_INFO, length=len(info))
+                                elif code == Cmd.STATUS:
+                                    reply(Status.OK, src=SRC_STATUS, length=STATUS_BYTES)
+                                elif code == Cmd.COUNTERS:
+                                    m.d.sync += r_word.eq(0)
+                                    reply(Status.OK, src=SRC_COUNTERS,
+                                          length=COUNTER_BYTES * len(counters))
+                                elif code in (Cmd.SET_SCHEDULE, Cmd.SET_THRESHOLD,
+                                              Cmd.SET_BATCH, Cmd.SET_INFER):
+                                    reg, ok = {
+                                        Cmd.SET_SCHEDULE: (schedule, arg <= 2),
+                                        Cmd.SET_THRESHOLD: (threshold,
+                                                            arg < (1 << p.threshold_width)),
+                                        Cmd.SET_BATCH: (batch, (arg >= 1) & (arg <= p.max_batch)),
+                                        Cmd.SET_INFER: (infer, arg <= 1),
+                                    }[code]
+                                    with m.If(~ok):
+                                        fail(Status.BAD_VALUE)
+                                    with m.Elif(~core.idle):
+                                        fail(Status.BUSY)
+                                    with m.Else():
+                                        m.d.sync += reg.eq(arg)
+                                        reply(Status.OK)
+                                elif code == Cmd.UPLOAD:
+                                    with m.If((label >= p.classes) | (flags > 1)):
+                                        fail(Status.BAD_VALUE)
+                                    with m.Elif(~room):
+                                        fail(Status.BUSY)
+                                    with m.Else():
+                                        m.d.comb += inflight_inc.eq(1)
+                                        m.d.sync += beat.eq(0)
+                                        m.next = "STREAM_READ"
+                                elif code == Cmd.RESULTS:
+                                    m.d.sync += r_count.eq(n_results)
+                                    reply(Status.OK, src=SRC_RESULTS,
+                                          length=1 + mul_const(n_results, RESULT_BYTES))
+                                elif code == Cmd.WEIGHTS:
+                                    max_words = min(p.depth, 0xFFFF // word_bytes)
+                                    with m.If((w_count == 0) | (w_count > max_words)
+                                              | (w_addr + w_count > p.depth)):
+                                        fail(Status.BAD_VALUE)
+                                    with m.Elif(~core.idle):
+                                        fail(Status.BUSY)
+                                    with m.Else():
+                                        m.d.sync += r_word.eq(w_addr)
+                                        reply(Status.OK, src=SRC_WEIGHTS,
+                                              length=mul_const(w_count, word_bytes))
+                    with m.Default():
+                        fail(Status.UNKNOWN_COMMAND)
+
+            with m.State("STREAM_READ"):
+                # The sample buffer's read port has latency 1: the word of ``beat`` is there
+                # in STREAM_SEND.
+                m.next = "STREAM_SEND"
+            with m.State("STREAM_SEND"):
+                m.d.comb += [core.i.valid.eq(1), core.i.payload.pixels.eq(sb_r.data),
+                             core.i.payload.label.eq(label[:4]),
+                             core.i.payload.last.eq(flags[0])]
+                with m.If(core.i.ready):
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(beat == rows0 - 1):
+                        m.d.sync += beat.eq(0)
+                        reply(Status.OK, src=SRC_LEVEL, length=1)
+                    with m.Else():
+                        m.next = "STREAM_READ"
+
+            # Reply, one byte at a time. R_GAP and R_GAP2 let a new weight address reach the
+            # memory (R_GAP) and its word reach ``rb_q`` (R_GAP2), and latch a counter; R_PICK
+            # registers the byte; R_SEND hands it to the UART and adds it to the CRC.
+            with m.State("R_GAP"):
+                m.next = "R_GAP2"
+            with m.State("R_GAP2"):
+                # Latch a counter whole before its first byte (no carry tearing).
+                with m.If((r_src == SRC_COUNTERS) & (r_sub == 0)):
+                    m.d.sync += counter.eq(Array(counters)[r_word])
+                m.next = "R_PICK"
+            with m.State("R_PICK"):
+                # After a pop, the result buffer's next entry takes a cycle or two to appear.
+                with m.If(~((r_part == 1) & (r_src == SRC_RESULTS) & (r_idx != 0)
+                            & ~results.r_rdy)):
+                    m.d.sync += [tx_byte.eq(next_byte), tx_valid.eq(1)]
+                    m.next = "R_SEND"
+            with m.State("R_SEND"):
+                with m.If(tx.i.ready):
+                    m.d.sync += [tx_valid.eq(0), r_idx.eq(r_idx + 1)]
+                    with m.If((r_part == 1) | ((r_part == 0) & (r_idx != 0))):
+                        m.d.sync += r_crc.eq(crc16_step(r_crc, tx_byte))
+                    m.next = "R_GAP"
+                    with m.Switch(r_part):
+                        with m.Case(0):
+                            with m.If(r_idx == 4):
+                                m.d.sync += [r_idx.eq(0), r_part.eq(Mux(r_len == 0, 2, 1))]
+                        with m.Case(1):
+                            m.d.sync += r_sub.eq(r_sub + 1)
+                            with m.If((r_src == SRC_RESULTS) & (r_idx != 0)
+                                      & (r_sub == RESULT_BYTES - 1)):
+                                m.d.sync += r_sub.eq(0)
+                                m.d.comb += results.r_en.eq(1)
+                            with m.If((r_src == SRC_RESULTS) & (r_idx == 0)):
+                                m.d.sync += r_sub.eq(0)
+                            with m.If((r_src == SRC_WEIGHTS) & (r_sub == word_bytes - 1)):
+                                m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
+                            with m.If((r_src == SRC_COUNTERS) & (r_sub == COUNTER_BYTES - 1)):
+                                m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
+                            with m.If(r_idx == r_len - 1):
+                                m.d.sync += [r_idx.eq(0), r_part.eq(2)]
+                        with m.Case(2):
+                            m.d.sync += r_part.eq(3)
+                        with m.Case(3):
+                            m.next = "IDLE"
+
+        m.d.comb += [self.led_idle.eq(core.idle), self.led_error.eq(error)]
+        hold = Signal(range(self._led_hold + 1))
+        with m.If(~core.idle):
+            m.d.sync += hold.eq(self._led_hold)
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
+        m.d.comb += self.led_busy.eq(hold != 0)
+
+        return m
+
+
+class PlatformTop(Elaboratable):
+    """:class:`BoardTop` on an amaranth-boards platform: its first UART and its first LEDs.
+
+    Parameters
+    ----------
+    params : CoreParams
+    baud : int
+        UART baud rate; the divisor is the clock frequency over it, rounded (the resulting
+        rate must be within 2 % of ``baud``).
+    clk_frequency : float, optional
+        Frequency of the ``sync`` domain in Hz. Default: the platform's default clock. Pass it
+        when the design runs from a PLL.
+    leds : tuple of str
+        The :class:`BoardTop` LED outputs on the board's ``led`` resources 0, 1, 2, ... as far
+        as the board has them. The default puts the error on LED 0 (red on the iCEBreaker)
+        and activity on LED 1 (green).
+    **kwargs
+        Passed to :class:`BoardTop` (``init``, ``timeout``, ``result_depth``, ``led_hold``).
+
+    Raises ValueError (one line) at elaboration if the platform has no UART or the baud rate
+    cannot be reached.
+    """
+
+    LED_NAMES = ("led_idle", "led_busy", "led_error")
+
+    def __init__(self, params, *, baud=115200, clk_frequency=None,
+                 leds=("led_error", "led_busy", "led_idle"), **kwargs):
+        if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+            raise ValueError(f"baud must be a positive integer, not {baud!r}")
+        if not all(name in self.LED_NAMES for name in leds):
+            raise ValueError(f"leds must name outputs among {', '.join(self.LED_NAMES)}, "
+                             f"not {leds!r}")
+        self._leds = tuple(leds)
+        self._params = params
+        self._baud = baud
+        self._clk = clk_frequency
+        self._kwargs = kwargs
+
+    def elaborate(self, platform):
+        from amaranth.build import ResourceError
+        freq = self._clk or platform.default_clk_frequency
+        divisor = round(freq / self._baud)
+        if divisor < 4 or abs(freq / divisor - self._baud) > 0.02 * self._baud:
+            raise ValueError(f"{self._baud} baud cannot be made from a {freq / 1e6:g} MHz clock "
+                             f"(at least 4 cycles a bit, within 2 %)")
+        try:
+            uart = platform.request("uart", 0, dir="-")
+        except ResourceError:
+            raise ValueError(f"{type(platform).__name__} has no 'uart' resource; the host link "
+                             f"needs a UART (a USB-serial bridge to the FPGA's pins)") from None
+        m = Module()
+        m.submodules.board = top = BoardTop(self._params, divisor, **self._kwargs)
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [top.uart_rx.eq(rx.i), tx.o.eq(top.uart_tx)]
+        for i, name in enumerate(self._leds):
+            try:
+                led = platform.request("led", i, dir="-")
+            except ResourceError:
+                break
+            m.submodules[f"led{i}"] = buf = io.Buffer("o", led)
+            m.d.comb += buf.o.eq(getattr(top, name))
+        return m

@@ -578,10 +578,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (DataError, ValueError) as e:
+    except (UsageError, DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -165,8 +165,12 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    top = SynthWrapper(params, clock_mhz * 1e6, led=board.led)
     platform = board.platform_class()()
+    try:
+        top = SynthWrapper(params, clock_mhz * 1e6, family=family,
+                           f_in=platform.default_clk_frequency, led=board.led)
+    except ValueError as e:     # the PLL cannot make the clock
+        raise BuildError(str(e)) from None
     overrides = {
         # Yosys' statistics of the mapped design; `tee -q` keeps them out of the log only.
         "script_after_synth": f"tee -q -o {_NAME}.stat.json stat -json\n"
@@ -179,10 +183,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     if lr_logic:
         # `booth` needs processes lowered first; synthesis repeats `proc` harmlessly.
         overrides["script_after_read"] = "proc\nbooth top.core.upd"
-    try:
-        plan = platform.build(top, name=_NAME, do_build=False, **overrides)
-    except ValueError as e:     # the PLL cannot make the clock
-        raise BuildError(str(e).splitlines()[0]) from None
+    plan = platform.build(top, name=_NAME, do_build=False, **overrides)
     plan.extract(str(out_dir))
     prepare_s = time.monotonic() - t0
     log(f"design elaborated in {prepare_s:.1f} s; PLL clock {top.f_sync / 1e6:.3f} MHz")

@@ -25,16 +25,19 @@ which Yosys still maps to a DSP; where the DSPs do not suffice, the build flow h
 them in logic instead, see :func:`lr_in_logic`), the softmax ``2 * ways``, and the stash addresses
 ``slot * words`` are products by constants that Yosys maps to DSPs as well (four, unless the
 constants are powers of two). A product with an operand wider than the DSP's (ECP5: 18 bits,
-iCE40: 16) takes several DSPs; Yosys leaves products with an operand under 2 bits (iCE40: a
-result under 11 bits) in logic.
+iCE40: 16) takes several DSPs; Yosys leaves products with an operand (or operand slice) under 2
+bits (iCE40: a result under 11 bits) in logic.
 
-Logic. A coarse estimate of LUTs from the datapath widths, see :func:`estimate_luts`.
+Logic. A linear estimate in the multiply-accumulate lanes, calibrated on measured builds, see
+:func:`estimate_luts`.
 """
 
 import math
 from dataclasses import dataclass, field
 
 from amaranth.hdl import Shape
+
+from golden.fixed import LOG2E
 
 from .boards import Device
 from .params import CoreParams
@@ -104,16 +107,24 @@ def core_multipliers(params):
         ("backward", KN, max(p.input_width, fmt.weight.width), dw),
         (LR_MULTIPLIERS, KN, fmt.update.width, fmt.lr_int(p.lr).bit_length() + 1),
         ("softmax p x R", p.softmax_ways, fmt.exp_frac + 1, fmt.recip_frac + 1),
-        ("softmax t x LOG2E", p.softmax_ways, fmt.act.width, 18),
+        ("softmax t x LOG2E", p.softmax_ways, fmt.act.width, LOG2E.bit_length()),
     ]
 
 
 def dsps_per_multiplier(a_width, b_width, device):
-    """DSP blocks of one ``a_width`` x ``b_width`` product on ``device`` (0: left to logic)."""
-    if min(a_width, b_width) < 2 or (device.family == "ice40" and a_width + b_width < 11):
-        return 0
+    """DSP blocks of one ``a_width`` x ``b_width`` product on ``device`` (0: left to logic).
+
+    As Yosys' ``mul2dsp`` splits it: each operand into slices of the DSP's width; a product of
+    slices goes to a DSP unless a slice is under 2 bits (iCE40: or the product under 11 bits),
+    which logic does.
+    """
     w = device.dsp_width
-    return math.ceil(a_width / w) * math.ceil(b_width / w)
+
+    def slices(n):
+        return [w] * (n // w) + ([n % w] if n % w else [])
+
+    return sum(1 for a in slices(a_width) for b in slices(b_width)
+               if a >= 2 and b >= 2 and (device.family != "ice40" or a + b >= 11))
 
 
 def lutram_cells(mem, device):
@@ -168,32 +179,34 @@ class Estimate:
                                 self.multipliers}}
 
 
-def estimate_luts(params):
-    """A coarse LUT and flip-flop estimate of the core plus the synthesis wrapper.
+# Logic per multiply-accumulate lane and fixed, measured with Yosys 0.70 / nextpnr 0.11 (YoWASP)
+# on the synthesis wrapper (docs/BUILD.md, "Measured"). ECP5, in Yosys LUT4 + 2 x CCU2C (two
+# LUTs per carry cell): paper (16 MACs) 23,433, paper-x4 (64 MACs) 65,957, so 886 per MAC and
+# 9,257 fixed; the learning-rate products in logic (booth) add 174 each (paper-x4: 77,064);
+# nextpnr's TRELLIS_COMB is 1.094 times that (paper-x4 with booth: 84,310 of 83,640).
+# Flip-flops: 9,099 and 22,832, so 286 per MAC and 4,523 fixed. iCE40: the 1-MAC pool7 core
+# (its learning-rate product in logic)
+# packs into 6,884 logic cells with 2,877 flip-flops; further lanes are taken at the ECP5 rate.
+_ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 9257, 886, 174, 1.094
+_ECP5_FF_FIXED, _FF_PER_MAC = 4523, 286
+_ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 6884, 2877
 
-    Per multiplier lane of each engine: the product register, the accumulator (its adder and
-    register), and the operand and result multiplexing; the update lanes' clip, round and
-    saturate; the softmax; a fixed part for the controller, counters and address logic. The
-    coefficients are per bit of the datapath; they come from the structure of the engines, not
-    from a fit to builds, and ``docs/BUILD.md`` compares them with measured builds.
-    """
-    p = params
-    fmt = p.fmt
-    KN = p.block
-    wa = fmt.weight.width + p.input_width + 8           # forward accumulator
-    gw = p.grad_word_width
-    dw = max(fmt.delta.width, fmt.prob_frac + 1)
-    per_lane = (2 * wa                                   # forward: adder tree + accumulator
-                + 2 * (p.input_width + dw) + gw          # backward: products, gradient add
-                + 3 * fmt.update.width + 2 * fmt.weight.width)  # update: clip, round, saturate
-    # Activations and deltas of the hidden layers are held in registers (one value per neuron).
-    hidden = sum(p.layers[1:-1])
-    regs = hidden * (fmt.act.width + dw)
-    softmax = 600 + 120 * (p.softmax_ways - 1)
-    fixed = 7 * 48 * 2 + 1500                            # counters, controller, addresses
-    luts = KN * per_lane + regs + softmax + fixed
-    ffs = KN * (wa + p.input_width + dw + fmt.update.width) + regs + fixed // 2
-    return int(luts), int(ffs)
+
+def estimate_luts(params, device, *, lr_in_logic=False):
+    """LUTs (ECP5: nextpnr's TRELLIS_COMB; iCE40: logic cells) and flip-flops of the core in
+    the synthesis wrapper: a linear estimate in the multiply-accumulate lanes (``K x N``),
+    calibrated on measured builds (see the constants above). Network size changes the fixed
+    part little (the hidden layers' registers); it is not modelled."""
+    macs = params.block
+    lr = _LUT_PER_LR_LOGIC * macs if lr_in_logic else 0
+    if device.family == "ecp5":
+        luts = _ECP5_COMB_PER_LUT * (_ECP5_LUT_FIXED + _LUT_PER_MAC * macs + lr)
+        ffs = _ECP5_FF_FIXED + _FF_PER_MAC * macs
+    else:
+        # The measured pool7 build had its one learning-rate product in logic.
+        luts = _ICE40_LC_ONE_MAC - _LUT_PER_LR_LOGIC + _LUT_PER_MAC * (macs - 1) + lr
+        ffs = _ICE40_FF_ONE_MAC + _FF_PER_MAC * (macs - 1)
+    return round(luts), round(ffs)
 
 
 def estimate(params, device, *, logic=True, lr_in_logic=False):
@@ -213,7 +226,7 @@ def estimate(params, device, *, logic=True, lr_in_logic=False):
     est = Estimate(bram=sum(b for _, b in mems), dsps=sum(c * d for _, c, d in mults),
                    memories=mems, multipliers=mults)
     if logic:
-        est.luts, est.ffs = estimate_luts(params)
+        est.luts, est.ffs = estimate_luts(params, device, lr_in_logic=lr_in_logic)
     return est
 
 
@@ -239,5 +252,7 @@ def fit_problems(params, device, *, lr_mode="auto"):
     if est.dsps > device.dsps:
         problems.append(f"multipliers: {est.dsps} DSPs needed, {device.dsps} available")
     if est.luts > device.luts:
-        problems.append(f"logic: about {est.luts} LUTs needed, {device.luts} available")
+        unit = "LUTs" if device.family == "ecp5" else "logic cells"
+        problems.append(f"logic: about {est.luts} {unit} needed (estimate), {device.luts} "
+                        f"available")
     return problems

@@ -36,6 +36,8 @@ _PRESET_LIST = [
            "(1 input x 16 lanes)"),
     Preset("paper-x4", "784-16-16-10, 16-bit, 64 MACs per engine (4 inputs x 16 lanes), "
            "parallel softmax", inputs=4, softmax_ways=10, softmax_div_bits=2),
+    Preset("paper-x2", "784-16-16-10, 16-bit, 32 MACs per engine (2 inputs x 16 lanes), "
+           "parallel softmax", inputs=2, softmax_ways=10, softmax_div_bits=2),
     Preset("paper-n4", "784-16-16-10, 16-bit, 4 MACs per engine (1 input x 4 lanes)",
            lanes=4),
     Preset("small", "784-16-10 (one hidden layer), 16-bit, 16 MACs per engine",

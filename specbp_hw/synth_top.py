@@ -127,6 +127,10 @@ class SynthWrapper(Elaboratable):
         The core to build.
     clock_hz : float
         Target frequency of the core's ``sync`` clock (the PLL output).
+    family : str
+        ``"ecp5"`` or ``"ice40"``.
+    f_in : float
+        The board oscillator's frequency (Hz).
     led : tuple
         The LED's resource: ``(name, number)`` or ``(name, number, subsignal)``.
 
@@ -134,23 +138,33 @@ class SynthWrapper(Elaboratable):
     -------
     core : TrainingCore
     f_sync : float
-        The frequency the PLL actually makes (Hz), within 1% of ``clock_hz``; set by
-        :meth:`elaborate`, which needs the platform's oscillator frequency.
+        The frequency the PLL actually makes (Hz), within 1% of ``clock_hz``.
+
+    Raises
+    ------
+    ValueError
+        If the PLL cannot make ``clock_hz`` from ``f_in``.
     """
 
-    def __init__(self, params, clock_hz, *, led=("led", 0)):
-        self.core = TrainingCore(params)
-        self.clock_hz = float(clock_hz)
+    def __init__(self, params, clock_hz, *, family, f_in, led=("led", 0)):
+        # The PLL first: a clock it cannot make is refused before the core is created.
+        if family == "ecp5":
+            self.pll = ecp5_pll(f_in, clock_hz)
+        elif family == "ice40":
+            self.pll = ice40_pll(f_in, clock_hz)
+        else:
+            raise ValueError(f"No PLL for the {family!r} family")
+        self.family = family
+        self.f_sync = self.pll["f_out"]
         self.led = tuple(led)
-        self.f_sync = None
+        self.core = TrainingCore(params)
 
     def _clock(self, m, platform):
         clk = platform.request(platform.default_clk, dir="-")
-        f_in = platform.default_clk_frequency
+        cfg = self.pll
         locked = Signal()
         m.domains.sync = ClockDomain("sync")
-        if platform.family == "ecp5":
-            cfg = ecp5_pll(f_in, self.clock_hz)
+        if self.family == "ecp5":
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk)
             clkop = Signal()
             m.submodules.pll = Instance(
@@ -164,17 +178,13 @@ class SynthWrapper(Elaboratable):
                 i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0,
                 i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0)
             m.d.comb += ClockSignal("sync").eq(clkop)
-        elif platform.family == "ice40":
-            cfg = ice40_pll(f_in, self.clock_hz)
+        else:
             m.submodules.pll = Instance(
                 "SB_PLL40_PAD",
                 p_FEEDBACK_PATH="SIMPLE", p_DIVR=cfg["divr"], p_DIVF=cfg["divf"],
                 p_DIVQ=cfg["divq"], p_FILTER_RANGE=cfg["filter_range"],
                 i_PACKAGEPIN=clk.io, i_RESETB=1, i_BYPASS=0,
                 o_PLLOUTGLOBAL=ClockSignal("sync"), o_LOCK=locked)
-        else:
-            raise ValueError(f"No PLL for the {platform.family} family")
-        self.f_sync = cfg["f_out"]
         # Reset until the PLL locks, then a power-on delay of 1024 cycles (>5 us at the clocks
         # used here: iCE40 block RAMs read zero for about 3 us after configuration).
         por = Signal(11, reset_less=True)    # not reset by the reset it makes

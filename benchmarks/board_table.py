@@ -9,6 +9,7 @@ Rerun:
 
     python benchmarks/board_table.py                  # build every board (minutes to an hour)
     python benchmarks/board_table.py --reuse          # use build/BOARD/report.json if present
+    python benchmarks/board_table.py --force          # also run what the fit check refuses
     python benchmarks/board_table.py --boards icebreaker ulx3s-25f --seed 2
 """
 
@@ -23,19 +24,20 @@ from specbp_hw.boards import load_boards
 SCHEDULES = ("serial", "speculative", "pipelined")
 
 
-def build_board(board, out_root, seed, reuse):
+def build_board(board, out_root, seed, reuse, force):
     """The report of ``board``'s build (a dict), building it unless ``reuse`` finds one."""
     out = Path(out_root) / board
     report = out / "report.json"
     if reuse and report.exists():
         return json.loads(report.read_text())
     cmd = [sys.executable, "-m", "specbp_hw.build", "--board", board, "--seed", str(seed),
-           "--out", str(out), "--json", str(report)]
+           "--out", str(out), "--json", str(report)] + (["--force"] if force else [])
     print(f"building {board} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         msg = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"board": board, "error": msg}
+        print(msg, file=sys.stderr)
+        return {"board": board, "error": msg.removeprefix("error: ")}
     return json.loads(report.read_text())
 
 
@@ -64,9 +66,12 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--reuse", action="store_true",
                    help="reuse build/BOARD/report.json where it exists")
+    p.add_argument("--force", action="store_true",
+                   help="run the tools even where the fit check refuses (to measure by how "
+                   "much a part is exceeded)")
     args = p.parse_args()
     boards = args.boards or list(load_boards())
-    reports = [build_board(b, args.out, args.seed, args.reuse) for b in boards]
+    reports = [build_board(b, args.out, args.seed, args.reuse, args.force) for b in boards]
     print("| board | device | preset (network, K x N) | LUTs (iCE40: LCs) | FFs | block RAM | "
           "DSP | Fmax / target MHz | cycles per sample (serial / speculative / pipelined) | "
           "epoch s at Fmax (serial / speculative / pipelined) | build min |")

@@ -43,7 +43,8 @@ def build_board(board, out_root, seed, reuse, force):
 
 def row(r):
     if "error" in r:
-        return f"| {r['board']} | build failed: {r['error']} |" + " |" * 9
+        error = r["error"].replace("|", "\\|")    # nextpnr's region text has a pipe
+        return f"| {r['board']} | build failed: {error} |" + " |" * 9
     u = r["utilization"]
 
     def use(key):

@@ -7,7 +7,7 @@ Each board is one TOML file in the repository's ``boards/`` directory (the file 
     platform = "amaranth_boards.ulx3s:ULX3S_85F_Platform"   # module:class
     device = "LFE5U-85F"                                     # a key of DEVICES
     clock_mhz = 100                                          # target of the core's clock
-    preset = "paper-x4"                                      # a specbp_hw.presets name
+    preset = "paper-x2"                                      # a specbp_hw.presets name
     led = ["led", 0]                                         # resource, number[, subsignal]
 
 The parts' resources (:data:`DEVICES`) are from the vendors' data sheets (Lattice FPGA-DS-02012

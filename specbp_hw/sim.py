@@ -540,7 +540,7 @@ def _validate(args, params, data):
         raise UsageError("no training samples: --train must be at least 1")
 
 
-def _estimate_cycles(params, schedules, n, batch):
+def _estimate_cycles(params, schedules, n):
     model = CycleModel(params)
     per = {"serial": model.serial_step, "speculative": model.accepted_step,
            "pipelined": model.accepted_step}
@@ -551,7 +551,7 @@ def _make_trainer(args, params, schedules, steps):
     """The CXXRTL trainer, or None with a note for pysim (fallback); UsageError if neither."""
     from .backends import CxxrtlTrainer
     from .cxxrtl import CxxrtlError
-    estimate = _estimate_cycles(params, schedules, steps, args.batch) / PYSIM_CYCLES_PER_SECOND
+    estimate = _estimate_cycles(params, schedules, steps) / PYSIM_CYCLES_PER_SECOND
     if args.backend == "pysim":
         if estimate > PYSIM_LIMIT_SECONDS:
             print(f"note: pysim will take about {estimate / 60:,.0f} minutes "
@@ -609,9 +609,16 @@ def _main(args):
           f"{args.batch}, threshold {args.threshold}, seed {args.seed}; backend {backend}"
           + (f" ({'cached build' if trainer.cache_hit else 'built'} in "
              f"{trainer.build_seconds:.1f} s)" if trainer else ""))
-    print("check: " + ("bit-exact comparison with the fixed-point model after every batch"
-                       if check else "off (no comparison with the fixed-point model; "
-                                     "--check turns it on)"))
+    if not check:
+        print("check: off (no comparison with the fixed-point model; --check turns it on)")
+    elif backend == "cxxrtl" and args.batch >= 2:
+        print("check: bit-exact comparison with the fixed-point model after every batch")
+    else:
+        # Weights are read between batches only by the compiled backend, and only when no
+        # update can be under way as a result arrives (batches of 2 or more).
+        print("check: bit-exact comparison with the fixed-point model of every decision and "
+              "prediction and of the final weights (weights between batches need the cxxrtl "
+              "backend and --batch 2 or more)")
     vcd = (args.vcd, *args.vcd_window) if args.vcd else None
     if args.sweep_threshold:
         tasks = [("serial", 0.0)] + [("speculative", t) for t in args.sweep_threshold]

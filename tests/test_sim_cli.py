@@ -34,7 +34,7 @@ def test_all_schedules_json_and_plot(tmp_path):
     r = run(*FAST, "--train", "8", "--test", "30", "--batch", "3", "--threshold", "0.2",
             "--json", str(out), "--plot", str(png))
     assert r.returncode == 0, r.stderr
-    assert "check: bit-exact comparison" in r.stdout
+    assert "check: bit-exact comparison" in r.stdout and "final weights" in r.stdout
     doc = json.loads(out.read_text())
     assert doc["backend"] == "pysim" and doc["sim_cycles_per_second"] > 0
     assert set(doc["schedules"]) == {"serial", "speculative", "pipelined"}

@@ -169,12 +169,15 @@ class ForwardEngine(wiring.Component):
         a = Signal(data.ArrayLayout(signed(fmt.act.width), N))
         shifts = (fmt.PIXEL_FRAC + fmt.weight.frac - fmt.act.frac,
                   fmt.act.frac + fmt.weight.frac - fmt.act.frac)
+        # z and a are zero outside stage 3: an AND per bit in hardware, and the compiled
+        # simulation (write_cxxrtl -noproc) skips the lanes on the other cycles.
         for n in range(N):
             rounded = Signal(signed(acc_width), name=f"rounded{n}")
-            m.d.comb += rounded.eq(Mux(layer == 0, round_shift(acc[n], shifts[0]),
-                                       round_shift(acc[n], shifts[1])))
-            m.d.comb += z[n].eq(saturate(rounded, fmt.act))
-            m.d.comb += a[n].eq(Mux(z[n] > 0, z[n], round_shift(z[n], fmt.leak_shift)))
+            with m.If(v3):
+                m.d.comb += rounded.eq(Mux(layer == 0, round_shift(acc[n], shifts[0]),
+                                           round_shift(acc[n], shifts[1])))
+                m.d.comb += z[n].eq(saturate(rounded, fmt.act))
+                m.d.comb += a[n].eq(Mux(z[n] > 0, z[n], round_shift(z[n], fmt.leak_shift)))
         hidden_out = Signal()
         m.d.comb += hidden_out.eq(layer != L - 1)
         with m.If(v3):

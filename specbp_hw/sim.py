@@ -35,7 +35,7 @@ __all__ = ["main", "run_tasks"]
 
 # Amaranth's simulator on the paper configuration, this machine (README, "Simulation speed");
 # used only to estimate how long a pysim run would take before refusing it.
-PYSIM_CYCLES_PER_SECOND = 1700
+PYSIM_CYCLES_PER_SECOND = 2500
 PYSIM_LIMIT_SECONDS = 600
 # --check is on by default up to this many training steps (all epochs).
 CHECK_DEFAULT_STEPS = 20_000
@@ -560,7 +560,8 @@ def _make_trainer(args, params, schedules, steps):
         return None, "pysim"
     try:
         print("building the CXXRTL simulation (cached after the first time; a cold build "
-              "takes a few minutes)...", file=sys.stderr, flush=True)
+              "takes about half a minute, plus about 40 s the first time YoWASP runs on a "
+              "machine)...", file=sys.stderr, flush=True)
         trainer = CxxrtlTrainer(params, cache_dir=args.cache_dir)
         return trainer, "cxxrtl"
     except CxxrtlError as e:

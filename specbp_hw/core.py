@@ -37,6 +37,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .backward import BackwardEngine
+from .cycles import CycleModel
 from .forward import ForwardEngine
 from .params import PIPELINED, SPECULATIVE, CoreParams, addr_width
 from .update import UpdateEngine
@@ -300,12 +301,20 @@ class TrainingCore(wiring.Component):
             m.d.comb += half_clr.eq(1 << cur_half)
         m.d.sync += step_cycles.eq(step_cycles + 1)
 
-        # Speculation distance: sum over classes of |y_stash - y|. Combinational: the forward
-        # engine latches y before it reports done, the backward engine fetched y_stash at the
-        # start of its pass, so the decision is taken in the cycle both are done.
+        # Speculation distance: sum over classes of |y_stash - y|, registered with the forward
+        # engine's y (from the value it loads, on the same edge), so that the accept decision
+        # in the cycle both engines are done starts from a register: the sum is no longer on
+        # one path with the compare and the backward engine's next address. The backward
+        # engine fetched y_stash at the start of its pass, long before the forward pass ends
+        # (asserted below).
+        # y loads cols(L-1) + 1 cycles before the forward engine is done; the fetch of y_stash
+        # ends act_words_per_slot + 2 cycles after the start.
+        y_load_at = CycleModel(p).forward - p.cols(p.n_layers - 1) - 1
+        assert y_load_at > p.act_words_per_slot + 2, "forward pass shorter than the fetch"
         dist = Signal(range(2 * C << p.fmt.prob_frac))
-        m.d.comb += dist.eq(sum(Mux(bwd.y[j] > fwd.y[j], bwd.y[j] - fwd.y[j],
-                                    fwd.y[j] - bwd.y[j]) for j in range(C)))
+        with m.If(fwd.y_load):
+            m.d.sync += dist.eq(sum(Mux(bwd.y[j] > fwd.y_next[j], bwd.y[j] - fwd.y_next[j],
+                                        fwd.y_next[j] - bwd.y[j]) for j in range(C)))
 
         m.d.comb += [self.o.payload.label.eq(cur_label),
                      self.o.payload.prediction.eq(fwd.prediction),

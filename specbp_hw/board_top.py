@@ -21,7 +21,10 @@ from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RES
                        STATUS_BYTES, Cmd, Status, info_bytes)
 from .uart import UARTRx, UARTTx, check_divisor
 
-__all__ = ["BoardTop", "PlatformTop", "crc16_step", "initial_weights", "mul_const"]
+__all__ = ["BoardTop", "PlatformTop", "RX_FIFO_DEPTH", "crc16_step", "initial_weights",
+           "mul_const"]
+
+RX_FIFO_DEPTH = 16      # received bytes buffered while the engine streams or replies
 
 
 def zext(value, bits):
@@ -98,7 +101,9 @@ class BoardTop(wiring.Component):
     led_busy: Out(1)
     led_error: Out(1)
 
-    def __init__(self, params, divisor, *, init=None, timeout=None, result_depth=16,
+    RESULT_DEPTH = 16
+
+    def __init__(self, params, divisor, *, init=None, timeout=None, result_depth=RESULT_DEPTH,
                  led_hold=1 << 22):
         if not isinstance(params, CoreParams):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
@@ -151,7 +156,7 @@ class BoardTop(wiring.Component):
         m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
 
         # Received bytes wait here while the engine is busy (streaming a sample, replying).
-        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=16)
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=RX_FIFO_DEPTH)
         wiring.connect(m, rx.o, rx_fifo.w_stream)
 
         # Results of the core, read by the host with RESULTS.
@@ -536,8 +541,12 @@ class PlatformTop(Elaboratable):
         UART baud rate; the divisor is the clock frequency over it, rounded (the resulting
         rate must be within 2 % of ``baud``).
     clk_frequency : float, optional
-        Frequency of the ``sync`` domain in Hz. Default: the platform's default clock. Pass it
-        when the design runs from a PLL.
+        Frequency of the ``sync`` domain in Hz. Default: the platform's default clock (or the
+        PLL's output, with ``pll``).
+    pll : dict, optional
+        Make the ``sync`` domain with the part's PLL (:func:`specbp_hw.synth_top.pll_config`
+        of the board's oscillator): what the bitstreams of ``python -m specbp_hw.build`` do.
+        Default: the platform's default clock domain.
     leds : tuple of str
         The :class:`BoardTop` LED outputs on the board's ``led`` resources 0, 1, 2, ... as far
         as the board has them. The default puts the error on LED 0 (red on the iCEBreaker)
@@ -545,13 +554,18 @@ class PlatformTop(Elaboratable):
     **kwargs
         Passed to :class:`BoardTop` (``init``, ``timeout``, ``result_depth``, ``led_hold``).
 
+    Members
+    -------
+    board : BoardTop or None
+        The board top, once elaborated.
+
     Raises ValueError (one line) at elaboration if the platform has no UART or the baud rate
     cannot be reached.
     """
 
     LED_NAMES = ("led_idle", "led_busy", "led_error")
 
-    def __init__(self, params, *, baud=115200, clk_frequency=None,
+    def __init__(self, params, *, baud=115200, clk_frequency=None, pll=None,
                  leds=("led_error", "led_busy", "led_idle"), **kwargs):
         if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
             raise ValueError(f"baud must be a positive integer, not {baud!r}")
@@ -561,8 +575,10 @@ class PlatformTop(Elaboratable):
         self._leds = tuple(leds)
         self._params = params
         self._baud = baud
-        self._clk = clk_frequency
+        self._clk = pll["f_out"] if pll is not None else clk_frequency
+        self._pll = pll
         self._kwargs = kwargs
+        self.board = None
 
     def elaborate(self, platform):
         from amaranth.build import ResourceError
@@ -577,7 +593,10 @@ class PlatformTop(Elaboratable):
             raise ValueError(f"{type(platform).__name__} has no 'uart' resource; the host link "
                              f"needs a UART (a USB-serial bridge to the FPGA's pins)") from None
         m = Module()
-        m.submodules.board = top = BoardTop(self._params, divisor, **self._kwargs)
+        if self._pll is not None:
+            from .synth_top import add_pll_clock
+            add_pll_clock(m, platform, self._pll)
+        m.submodules.board = top = self.board = BoardTop(self._params, divisor, **self._kwargs)
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [top.uart_rx.eq(rx.i), tx.o.eq(top.uart_tx)]

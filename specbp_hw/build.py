@@ -9,8 +9,11 @@ achieved clock for each schedule. See ``docs/BUILD.md``.
 
 Before any tool runs, the configuration is checked against the part (:mod:`specbp_hw.fit`);
 one that does not fit is refused with a one-line message naming what does not fit and a preset
-that would. The design is :class:`specbp_hw.synth_top.SynthWrapper` (the core with its ports
-driven and observed so nothing is optimised away, clocked by the part's PLL).
+that would. The design (``--top``) is, where the board has a UART, the training core behind the
+host link (:class:`specbp_hw.board_top.PlatformTop`: a bitstream to train with
+``python -m specbp_hw.host``), else the core alone in
+:class:`specbp_hw.synth_top.SynthWrapper` (its ports driven and observed so nothing is
+optimised away); both are clocked by the part's PLL.
 """
 
 import argparse
@@ -41,25 +44,31 @@ _RESOURCES = {
 }
 _NAME = "top"
 
+# The bitstream tops (--top): description.
+TOPS = {"link": "training core + UART host link",
+        "core": "training core alone in the measurement wrapper (no host link)"}
+BAUD = 115200
+INIT_SEED = 0       # the initial weights of a link bitstream: the simulator's default seed
+
 
 class BuildError(Exception):
     """A build cannot be done or did not complete (one-line message)."""
 
 
-def suggest_preset(device, lr_mode="auto"):
+def suggest_preset(device, lr_mode="auto", *, link=False):
     """The preset with the most multipliers (then weights) that fits ``device`` (None if
-    none does)."""
+    none does); ``link``: with the host link."""
     fitting = []
     for name in PRESETS:
         params = core_params(name)
-        if not fit_problems(params, device, lr_mode=lr_mode):
+        if not fit_problems(params, device, lr_mode=lr_mode, link=link):
             weights = sum(a * b for a, b in zip(params.layers[:-1], params.layers[1:]))
             fitting.append((params.block, weights, name))
     return max(fitting)[2] if fitting else None
 
 
-def _fit_message(preset, board, problems, lr_mode="auto"):
-    other = suggest_preset(board.device, lr_mode)
+def _fit_message(preset, board, problems, lr_mode="auto", *, link=False):
+    other = suggest_preset(board.device, lr_mode, link=link)
     hint = (f"preset {other!r} fits" if other and other != preset
             else "no preset fits this part")
     return (f"preset {preset!r} does not fit {board.name} ({board.device.name}): "
@@ -146,9 +155,45 @@ def _yosys_cells(build_dir):
     return {k: v for k, v in sorted(mod.get("num_cells_by_type", {}).items())}
 
 
+def board_has_uart(platform):
+    """Whether an amaranth-boards ``platform`` has a ``uart`` resource (for the host link)."""
+    from amaranth.build import ResourceError
+    try:
+        platform.lookup("uart", 0)
+    except ResourceError:
+        return False
+    return True
+
+
+def resolve_top(board, top, platform=None):
+    """The top to build for ``board``: ``top`` (``auto``, ``link``, ``core``) resolved.
+
+    Raises
+    ------
+    BuildError
+        For an unknown ``top``, or ``link`` on a board without a UART.
+    """
+    if top not in ("auto", *TOPS):
+        raise BuildError(f"unknown top {top!r}; choose from auto, {', '.join(TOPS)}")
+    platform = platform or board.platform_class()()
+    has_uart = board_has_uart(platform)
+    if top == "auto":
+        return "link" if has_uart else "core"
+    if top == "link" and not has_uart:
+        raise BuildError(f"{board.name} has no UART resource in its amaranth-boards platform "
+                         f"({type(platform).__name__}), so no host link; build the core "
+                         f"alone with --top core")
+    return top
+
+
 def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mode="auto",
-          log=print):
+          top="auto", log=print):
     """Build ``params`` for ``board``; return the report (a dict, see :func:`main`).
+
+    ``top`` (see :data:`TOPS` and :func:`resolve_top`): ``link``, the training core behind the
+    UART host link (:class:`specbp_hw.board_top.PlatformTop`, starting from the weights of
+    seed :data:`INIT_SEED`); ``core``, the core alone in the measurement wrapper
+    (:class:`specbp_hw.synth_top.SynthWrapper`); ``auto``, the link where the board has a UART.
 
     ``lr_mode`` (``auto``, ``dsp``, ``logic``): where the update engine's products by the
     constant learning rate go (:func:`specbp_hw.fit.lr_in_logic`). In logic, Yosys' ``booth``
@@ -159,18 +204,26 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     BuildError, ToolError
         One-line messages.
     """
-    from .synth_top import SynthWrapper
+    from .board_top import PlatformTop, initial_weights
+    from .synth_top import SynthWrapper, pll_config
 
     family = board.device.family
+    platform = board.platform_class()()
+    top_kind = resolve_top(board, top, platform)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    platform = board.platform_class()()
     try:
-        top = SynthWrapper(params, clock_mhz * 1e6, family=family,
-                           f_in=platform.default_clk_frequency, led=board.led)
-    except ValueError as e:     # the PLL cannot make the clock
+        pll = pll_config(family, platform.default_clk_frequency, clock_mhz * 1e6)
+        if top_kind == "link":
+            design = PlatformTop(params, baud=BAUD, pll=pll,
+                                 init=initial_weights(params, seed=INIT_SEED))
+        else:
+            design = SynthWrapper(params, clock_mhz * 1e6, family=family,
+                                  f_in=platform.default_clk_frequency, led=board.led)
+    except ValueError as e:     # the PLL cannot make the clock, the baud rate is out of reach
         raise BuildError(str(e)) from None
+    f_sync = pll["f_out"]
     overrides = {
         # Yosys' statistics of the mapped design; `tee -q` keeps them out of the log only.
         "script_after_synth": f"tee -q -o {_NAME}.stat.json stat -json\n"
@@ -183,10 +236,14 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     if lr_logic:
         # `booth` needs processes lowered first; synthesis repeats `proc` harmlessly.
         overrides["script_after_read"] = "proc\nbooth top.core.upd"
-    plan = platform.build(top, name=_NAME, do_build=False, **overrides)
+    try:
+        plan = platform.build(design, name=_NAME, do_build=False, **overrides)
+    except ValueError as e:     # PlatformTop: no UART, a baud rate the clock cannot make
+        raise BuildError(str(e)) from None
     plan.extract(str(out_dir))
     prepare_s = time.monotonic() - t0
-    log(f"design elaborated in {prepare_s:.1f} s; PLL clock {top.f_sync / 1e6:.3f} MHz")
+    log(f"design elaborated in {prepare_s:.1f} s ({TOPS[top_kind]}); "
+        f"PLL clock {f_sync / 1e6:.3f} MHz")
     pnr_tool = f"nextpnr-{family}"
     bitstream = f"{_NAME}.bit" if family == "ecp5" else f"{_NAME}.bin"
     expect = {
@@ -200,11 +257,13 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     report = {
         "board": board.name, "device": board.device.name, "family": family, "preset": preset,
         "layers": list(params.layers), "inputs": params.inputs, "lanes": params.lanes,
-        "macs_per_engine": params.block, "target_mhz": clock_mhz,
-        "pll_mhz": round(top.f_sync / 1e6, 3), "seed": seed,
+        "macs_per_engine": params.block, "top": top_kind,
+        **({"baud": BAUD, "init_seed": INIT_SEED} if top_kind == "link" else {}),
+        "target_mhz": clock_mhz, "pll_mhz": round(f_sync / 1e6, 3), "seed": seed,
         "lr_multipliers": "logic" if lr_logic else "dsp",
         "estimate": {k: v for k, v in
-                     estimate(params, board.device, lr_in_logic=lr_logic).as_dict().items()
+                     estimate(params, board.device, lr_in_logic=lr_logic,
+                              link=top_kind == "link").as_dict().items()
                      if k in ("bram", "dsps", "luts", "ffs")},
         "yosys_cells": _yosys_cells(out_dir),
         "build_seconds": {"elaborate": round(prepare_s, 1),
@@ -214,7 +273,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     if not pnr:
         report.update(projections(params, None))
         return report
-    rep = parse_report(out_dir / f"{_NAME}.report.json", family, clock_mhz=top.f_sync / 1e6)
+    rep = parse_report(out_dir / f"{_NAME}.report.json", family, clock_mhz=f_sync / 1e6)
     report.update(rep)
     if family == "ice40":
         # nextpnr counts iCE40 logic cells, not flip-flops; Yosys' mapped netlist has them.
@@ -232,6 +291,11 @@ def format_report(r):
     lines = [f"board {r['board']}  device {r['device']}  preset {r['preset']} "
              f"(layers {'-'.join(map(str, r['layers']))}, {r['inputs']} x {r['lanes']} MACs "
              f"per engine)"]
+    top = f"  top: {TOPS[r['top']]}"
+    if r["top"] == "link":
+        top += (f", {r['baud']} baud, initial weights of seed {r['init_seed']} "
+                f"(train with: python -m specbp_hw.host --port PORT)")
+    lines.append(top)
     if "utilization" in r:
         for k, u in r["utilization"].items():
             lines.append(f"  {k:6s} {u['used']:>7} / {u['available']:<7} "
@@ -279,16 +343,22 @@ def _parser():
     p.add_argument("--lr-multipliers", choices=("auto", "dsp", "logic"), default="auto",
                    help="the update engine's products by the constant learning rate: in DSPs, "
                    "in logic, or in logic only when the DSPs do not suffice (default auto)")
+    p.add_argument("--top", choices=("auto", *TOPS), default="auto",
+                   help="what the bitstream holds: link, the training core behind the UART "
+                   "host link (python -m specbp_hw.host trains through it); core, the core "
+                   "alone with its ports driven by an LFSR and folded onto an LED (for "
+                   "measurement); auto (default), link where the board has a UART")
     p.add_argument("--force", action="store_true", help="build even if the fit check refuses")
     return p
 
 
 def _list_boards():
     boards = load_boards()
-    print(f"{'board':16s} {'device':10s} {'preset':10s} {'clock':>9s}  description")
+    print(f"{'board':16s} {'device':10s} {'preset':10s} {'top':5s} {'clock':>9s}  description")
     for b in boards.values():
-        print(f"{b.name:16s} {b.device.name:10s} {b.preset:10s} {b.clock_mhz:>5g} MHz  "
-              f"{b.description}")
+        print(f"{b.name:16s} {b.device.name:10s} {b.preset:10s} {resolve_top(b, 'auto'):5s} "
+              f"{b.clock_mhz:>5g} MHz  {b.description}")
+    print("tops: " + "; ".join(f"{n}: {d}" for n, d in TOPS.items()))
     print("presets: " + "; ".join(f"{n}: {p.description}" for n, p in PRESETS.items()))
 
 
@@ -330,15 +400,18 @@ def main(argv=None):
         if board is None:
             raise BuildError("--board is required (or --list, or --verilog FILE)")
         params = core_params(preset)
-        problems = fit_problems(params, board.device, lr_mode=args.lr_multipliers)
+        top = resolve_top(board, args.top)
+        problems = fit_problems(params, board.device, lr_mode=args.lr_multipliers,
+                                link=top == "link")
         if problems and not args.force:
-            raise BuildError(_fit_message(preset, board, problems, args.lr_multipliers))
+            raise BuildError(_fit_message(preset, board, problems, args.lr_multipliers,
+                                          link=top == "link"))
         for problem in problems:
             print(f"warning (--force): {problem}", file=sys.stderr)
         clock = args.clock or board.clock_mhz
         out = Path(args.out or Path("build") / board.name)
         report = build(board, params, preset=preset, clock_mhz=clock, seed=args.seed,
-                       out_dir=out, pnr=not args.no_pnr, lr_mode=args.lr_multipliers,
+                       out_dir=out, pnr=not args.no_pnr, lr_mode=args.lr_multipliers, top=top,
                        log=lambda msg: print(msg, file=sys.stderr))
         if args.no_pnr:
             print((out / f"{_NAME}.stat.txt").read_text())

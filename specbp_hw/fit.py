@@ -30,6 +30,10 @@ bits (iCE40: a result under 11 bits) in logic.
 
 Logic. A linear estimate in the multiply-accumulate lanes, calibrated on measured builds, see
 :func:`estimate_luts`.
+
+The host link (``link=True``; the bitstreams' default top) adds its memories
+(:func:`link_memories`: the sample buffer and two FIFOs, mapped as above) and a measured
+constant of logic and flip-flops.
 """
 
 import math
@@ -42,7 +46,7 @@ from golden.fixed import LOG2E
 from .boards import Device
 from .params import CoreParams
 
-__all__ = ["MemoryNeed", "Estimate", "core_memories", "core_multipliers", "bram_blocks",
+__all__ = ["MemoryNeed", "Estimate", "core_memories", "link_memories", "core_multipliers", "bram_blocks",
            "estimate", "fit_problems", "lr_in_logic", "LR_MULTIPLIERS"]
 
 # (depth, width, needs only one read and one write port)
@@ -89,6 +93,21 @@ def core_memories(params):
 
 
 LR_MULTIPLIERS = "update (x lr)"
+
+
+def link_memories(params):
+    """The :class:`MemoryNeed` of the host link's memories (:class:`specbp_hw.board_top.BoardTop`
+    with its default result buffer): the sample buffer and the storage of its two FIFOs
+    (``SyncFIFOBuffered`` of depth ``d`` stores ``d - 1`` entries in a memory)."""
+    from .board_top import BoardTop, RX_FIFO_DEPTH
+    from .core import result_layout
+    p = params
+    return [
+        MemoryNeed("link sample buffer", _width(p.pixel_word), p.rows(0), 1, 1),
+        MemoryNeed("link receive FIFO", 8, RX_FIFO_DEPTH - 1, 1, 1),
+        MemoryNeed("link result FIFO", result_layout(p).size,
+                   BoardTop.RESULT_DEPTH - 1, 1, 1),
+    ]
 
 
 def core_multipliers(params):
@@ -190,6 +209,11 @@ class Estimate:
 _ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 9257, 886, 174, 1.094
 _ECP5_FF_FIXED, _FF_PER_MAC = 4523, 286
 _ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 6884, 2877
+# The UART host link (board_top.PlatformTop) in place of the wrapper, measured on pool7 (Yosys
+# 0.70, nextpnr 0.11): ULX3S 25F TRELLIS_COMB 5,580 -> 7,129 and TRELLIS_FF 2,897 -> 3,452;
+# iCEBreaker ICESTORM_LC 6,714 -> 8,506 and SB_DFF* 2,877 -> 3,516.
+_LINK_LUTS = {"ecp5": 7129 - 5580, "ice40": 8506 - 6714}
+_LINK_FFS = {"ecp5": 3452 - 2897, "ice40": 3516 - 2877}
 
 
 def estimate_luts(params, device, *, lr_in_logic=False):
@@ -211,17 +235,19 @@ def estimate_luts(params, device, *, lr_in_logic=False):
     return round(luts), round(ffs)
 
 
-def estimate(params, device, *, logic=True, lr_in_logic=False):
+def estimate(params, device, *, logic=True, lr_in_logic=False, link=False):
     """:class:`Estimate` of ``params`` (a CoreParams) on ``device`` (a boards.Device).
 
     ``lr_in_logic``: the update engine's products by the constant learning rate are built in
-    logic (Yosys' ``booth`` pass), not DSPs.
+    logic (Yosys' ``booth`` pass), not DSPs. ``link``: the core behind the UART host link (its
+    memories and logic added).
     """
     if not isinstance(params, CoreParams):
         raise TypeError(f"params must be a CoreParams, not {params!r}")
     if not isinstance(device, Device):
         raise TypeError(f"device must be a boards.Device, not {device!r}")
-    mems = [(m, bram_blocks(m, device)) for m in core_memories(params)]
+    mems = [(m, bram_blocks(m, device)) for m in
+            core_memories(params) + (link_memories(params) if link else [])]
     mults = [(name, count, 0 if lr_in_logic and name == LR_MULTIPLIERS
               else dsps_per_multiplier(a, b, device))
              for name, count, a, b in core_multipliers(params)]
@@ -229,6 +255,9 @@ def estimate(params, device, *, logic=True, lr_in_logic=False):
                    memories=mems, multipliers=mults)
     if logic:
         est.luts, est.ffs = estimate_luts(params, device, lr_in_logic=lr_in_logic)
+        if link:
+            est.luts += _LINK_LUTS[device.family]
+            est.ffs += _LINK_FFS[device.family]
     return est
 
 
@@ -242,9 +271,11 @@ def lr_in_logic(params, device, mode="auto"):
     return estimate(params, device, logic=False).dsps > device.dsps
 
 
-def fit_problems(params, device, *, lr_mode="auto"):
-    """What of ``params`` does not fit ``device``: a list of short phrases (empty: it fits)."""
-    est = estimate(params, device, lr_in_logic=lr_in_logic(params, device, lr_mode))
+def fit_problems(params, device, *, lr_mode="auto", link=False):
+    """What of ``params`` does not fit ``device``: a list of short phrases (empty: it fits).
+    ``link``: with the UART host link."""
+    est = estimate(params, device, lr_in_logic=lr_in_logic(params, device, lr_mode),
+                   link=link)
     problems = []
     if est.bram > device.bram:
         big = max(est.memories, key=lambda mb: mb[1])

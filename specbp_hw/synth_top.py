@@ -1,17 +1,18 @@
-"""Synthesis wrapper: the training core on a board, with its ports driven so nothing is removed.
+"""Measurement wrapper and PLL clocking: the training core on a board, nothing removed.
 
-This is **not** the board top that trains over a host link; that one (a UART link, issue 5)
-replaces it. It exists so that the build flow measures the real core: every input port of
-:class:`~specbp_hw.core.TrainingCore` is driven by a free-running 32-bit LFSR (so no input is a
-constant that synthesis could propagate), and every output bit is folded into one registered
-XOR that drives an LED (so no output is unused and optimised away). The training core itself is
-built unchanged.
+The bitstreams of ``python -m specbp_hw.build`` hold the core behind the UART host link
+(:class:`specbp_hw.board_top.PlatformTop`) where the board has a UART. This wrapper is the other
+top (``--top core``, and the default on boards without a UART): the core alone, measured as it
+is. Every input port of :class:`~specbp_hw.core.TrainingCore` is driven by a free-running 32-bit
+LFSR (so no input is a constant that synthesis could propagate), and every output bit is folded
+into one registered XOR that drives an LED (so no output is unused and optimised away). The
+training core itself is built unchanged. It cannot train: nothing meaningful reaches its inputs.
 
-Clocking. The board oscillator feeds the part's PLL, which makes the ``sync`` clock at the
-target frequency (ECP5: ``EHXPLLL``; iCE40: ``SB_PLL40_PAD``). nextpnr derives the PLL output's
-constraint from the oscillator's, so the timing report is against the target clock. ``sync`` is
-held in reset until the PLL locks and a power-on counter expires (iCE40 block RAMs read zero for
-about 3 us after configuration).
+Clocking (both tops, :func:`add_pll_clock`). The board oscillator feeds the part's PLL, which
+makes the ``sync`` clock at the target frequency (ECP5: ``EHXPLLL``; iCE40: ``SB_PLL40_PAD``).
+nextpnr derives the PLL output's constraint from the oscillator's, so the timing report is
+against the target clock. ``sync`` is held in reset until the PLL locks and a power-on counter
+expires (iCE40 block RAMs read zero for about 3 us after configuration).
 
 References: Lattice FPGA-TN-02200 (ECP5 sysCLOCK PLL), Lattice FPGA-TN-02052 (iCE40 sysCLOCK
 PLL).
@@ -23,7 +24,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from .core import TrainingCore
 
-__all__ = ["SynthWrapper", "ecp5_pll", "ice40_pll"]
+__all__ = ["SynthWrapper", "add_pll_clock", "ecp5_pll", "ice40_pll", "pll_config"]
 
 
 def ecp5_pll(f_in, f_out):
@@ -118,6 +119,62 @@ def _ice40_filter_range(pfd):
     return 6
 
 
+def pll_config(family, f_in, f_out):
+    """The PLL dividers that make ``f_out`` from the oscillator's ``f_in`` (Hz) on ``family``
+    (``"ecp5"`` or ``"ice40"``): :func:`ecp5_pll` or :func:`ice40_pll`, with ``family`` added.
+
+    Raises
+    ------
+    ValueError
+        If the family has no PLL here or the PLL cannot make ``f_out``.
+    """
+    if family == "ecp5":
+        cfg = ecp5_pll(f_in, f_out)
+    elif family == "ice40":
+        cfg = ice40_pll(f_in, f_out)
+    else:
+        raise ValueError(f"No PLL for the {family!r} family")
+    return {"family": family, **cfg}
+
+
+def add_pll_clock(m, platform, cfg):
+    """Make the ``sync`` domain in ``m`` from the platform's oscillator through the PLL of
+    ``cfg`` (from :func:`pll_config`), held in reset until the PLL locks and 1024 cycles more.
+    """
+    clk = platform.request(platform.default_clk, dir="-")
+    locked = Signal()
+    m.domains.sync = ClockDomain("sync")
+    if cfg["family"] == "ecp5":
+        m.submodules.clk_buf = clk_buf = io.Buffer("i", clk)
+        clkop = Signal()
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+            p_CLKI_DIV=cfg["clki_div"], p_CLKFB_DIV=cfg["clkfb_div"],
+            p_CLKOP_DIV=cfg["clkop_div"], p_CLKOP_CPHASE=(cfg["clkop_div"] - 1) // 2,
+            p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            i_CLKI=clk_buf.i, i_CLKFB=clkop, o_CLKOP=clkop, o_LOCK=locked,
+            i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0,
+            i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0)
+        m.d.comb += ClockSignal("sync").eq(clkop)
+    else:
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD",
+            p_FEEDBACK_PATH="SIMPLE", p_DIVR=cfg["divr"], p_DIVF=cfg["divf"],
+            p_DIVQ=cfg["divq"], p_FILTER_RANGE=cfg["filter_range"],
+            i_PACKAGEPIN=clk.io, i_RESETB=1, i_BYPASS=0,
+            o_PLLOUTGLOBAL=ClockSignal("sync"), o_LOCK=locked)
+    # Reset until the PLL locks, then a power-on delay of 1024 cycles (>5 us at the clocks
+    # used here: iCE40 block RAMs read zero for about 3 us after configuration).
+    por = Signal(11, reset_less=True)    # not reset by the reset it makes
+    with m.If(~locked):
+        m.d.sync += por.eq(0)
+    with m.Elif(~por[-1]):
+        m.d.sync += por.eq(por + 1)
+    m.submodules.rst_sync = ResetSynchronizer(~por[-1], domain="sync")
+
+
 class SynthWrapper(Elaboratable):
     """The training core with LFSR-driven inputs, XOR-folded outputs and a PLL clock.
 
@@ -148,55 +205,15 @@ class SynthWrapper(Elaboratable):
 
     def __init__(self, params, clock_hz, *, family, f_in, led=("led", 0)):
         # The PLL first: a clock it cannot make is refused before the core is created.
-        if family == "ecp5":
-            self.pll = ecp5_pll(f_in, clock_hz)
-        elif family == "ice40":
-            self.pll = ice40_pll(f_in, clock_hz)
-        else:
-            raise ValueError(f"No PLL for the {family!r} family")
+        self.pll = pll_config(family, f_in, clock_hz)
         self.family = family
         self.f_sync = self.pll["f_out"]
         self.led = tuple(led)
         self.core = TrainingCore(params)
 
-    def _clock(self, m, platform):
-        clk = platform.request(platform.default_clk, dir="-")
-        cfg = self.pll
-        locked = Signal()
-        m.domains.sync = ClockDomain("sync")
-        if self.family == "ecp5":
-            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk)
-            clkop = Signal()
-            m.submodules.pll = Instance(
-                "EHXPLLL",
-                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
-                p_CLKI_DIV=cfg["clki_div"], p_CLKFB_DIV=cfg["clkfb_div"],
-                p_CLKOP_DIV=cfg["clkop_div"], p_CLKOP_CPHASE=(cfg["clkop_div"] - 1) // 2,
-                p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
-                i_CLKI=clk_buf.i, i_CLKFB=clkop, o_CLKOP=clkop, o_LOCK=locked,
-                i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0,
-                i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0)
-            m.d.comb += ClockSignal("sync").eq(clkop)
-        else:
-            m.submodules.pll = Instance(
-                "SB_PLL40_PAD",
-                p_FEEDBACK_PATH="SIMPLE", p_DIVR=cfg["divr"], p_DIVF=cfg["divf"],
-                p_DIVQ=cfg["divq"], p_FILTER_RANGE=cfg["filter_range"],
-                i_PACKAGEPIN=clk.io, i_RESETB=1, i_BYPASS=0,
-                o_PLLOUTGLOBAL=ClockSignal("sync"), o_LOCK=locked)
-        # Reset until the PLL locks, then a power-on delay of 1024 cycles (>5 us at the clocks
-        # used here: iCE40 block RAMs read zero for about 3 us after configuration).
-        por = Signal(11, reset_less=True)    # not reset by the reset it makes
-        with m.If(~locked):
-            m.d.sync += por.eq(0)
-        with m.Elif(~por[-1]):
-            m.d.sync += por.eq(por + 1)
-        m.submodules.rst_sync = ResetSynchronizer(~por[-1], domain="sync")
-
     def elaborate(self, platform):
         m = Module()
-        self._clock(m, platform)
+        add_pll_clock(m, platform, self.pll)
         core = self.core
         m.submodules.core = core
 

@@ -185,3 +185,21 @@ def test_platform_top_maps_uart_and_leds():
         ICEBreakerPlatform().prepare(PlatformTop(PARAMS, baud=4_000_000), name="top")
     with pytest.raises(ValueError, match="leds must name"):
         PlatformTop(PARAMS, leds=("led_red",))
+
+
+@pytest.mark.parametrize("board, f_out, cell", [("ulx3s-25f", 50e6, "EHXPLLL"),
+                                                ("icebreaker", 24e6, "SB_PLL40_PAD")])
+def test_platform_top_runs_from_the_pll(board, f_out, cell):
+    # What `python -m specbp_hw.build` puts in a bitstream: the UART's divisor follows the
+    # PLL's output, not the board's oscillator.
+    from specbp_hw.board_top import PlatformTop
+    from specbp_hw.boards import get_board
+    from specbp_hw.synth_top import pll_config
+    b = get_board(board)
+    platform = b.platform_class()()
+    pll = pll_config(b.device.family, platform.default_clk_frequency, f_out)
+    top = PlatformTop(PARAMS, baud=115200, pll=pll)
+    plan = platform.prepare(top, name="top")
+    assert top.board.divisor == round(pll["f_out"] / 115200)
+    assert f"cell \\{cell} " in plan.files["top.il"]
+    assert "uart_0__rx" in plan.files["top.lpf" if b.device.family == "ecp5" else "top.pcf"]

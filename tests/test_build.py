@@ -7,7 +7,7 @@ import pytest
 from specbp_hw import build as build_mod
 from specbp_hw.boards import DEVICES, get_board, load_boards
 from specbp_hw.fit import (bram_blocks, core_memories, dsps_per_multiplier, estimate,
-                           fit_problems, lr_in_logic)
+                           fit_problems, link_memories, lr_in_logic)
 from specbp_hw.presets import PRESETS, core_params
 from specbp_hw.synth_top import ecp5_pll, ice40_pll
 from specbp_hw.toolchain import ToolError, yowasp_command
@@ -96,6 +96,10 @@ def test_ice40_estimate_matches_the_measured_pool7_synthesis():
     # 5 SB_MAC16.
     est = estimate(core_params("pool7"), DEVICES["iCE40UP5K"], lr_in_logic=True)
     assert (est.bram, est.dsps) == (15, 5)
+    # With the host link and the product in a DSP: 20 SB_RAM40_4K (the sample buffer and
+    # each FIFO in EBR: 1 + 1 + 3), 6 SB_MAC16.
+    est = estimate(core_params("pool7"), DEVICES["iCE40UP5K"], link=True)
+    assert (est.bram, est.dsps) == (20, 6)
 
 
 def test_lr_multipliers_move_to_logic_only_when_dsps_are_short():
@@ -119,10 +123,10 @@ def no_build(monkeypatch):
 
 
 @pytest.mark.parametrize("board, extra, problem, hint", [
-    ("icebreaker", [], "block RAM: 332 EBR needed", "no preset fits this part"),
+    ("icebreaker", [], "block RAM: 338 EBR needed", "no preset fits this part"),
     ("orangecrab-25f", [], "block RAM: 133 DP16KD needed", "preset 'h8-n8' fits"),
-    ("ulx3s-25f", [], "block RAM: 133 DP16KD needed", "preset 'h8-n8' fits"),
-    ("ulx3s-85f", [], "logic: about 84344 LUTs needed (estimate), 83640 available",
+    ("ulx3s-25f", [], "block RAM: 134 DP16KD needed", "preset 'h8-n8' fits"),
+    ("ulx3s-85f", [], "logic: about 85893 LUTs needed (estimate), 83640 available",
      "preset 'paper-x2' fits"),
     ("ulx3s-85f", ["--lr-multipliers", "dsp"], "multipliers: 216 DSPs needed, 156 available",
      "preset 'paper-x2' fits"),
@@ -170,6 +174,7 @@ def test_cli_list(capsys):
     for board in load_boards().values():
         row = next(line for line in lines if line.startswith(board.name + " "))
         assert board.device.name in row and board.preset in row
+        assert row.split()[3] == build_mod.resolve_top(board, "auto")
     assert all(name in lines[-1] for name in PRESETS)
 
 
@@ -181,6 +186,36 @@ def test_cli_verilog_export(capsys, tmp_path):
     assert "module specbp_training_core" in text
     for port in ("i__valid", "o__ready", "schedule", "rb_data", "update_cycles"):
         assert port in text
+
+
+def test_top_is_the_host_link_where_the_board_has_a_uart():
+    assert {name: build_mod.resolve_top(b, "auto") for name, b in load_boards().items()} == {
+        "icebreaker": "link", "orangecrab-25f": "core", "ulx3s-25f": "link",
+        "ulx3s-85f": "link"}
+    assert build_mod.resolve_top(get_board("ulx3s-85f"), "core") == "core"
+    with pytest.raises(build_mod.BuildError, match="unknown top 'uart'; choose from auto, "
+                                                   "link, core$"):
+        build_mod.resolve_top(get_board("ulx3s-85f"), "uart")
+
+
+def test_cli_link_on_a_board_without_uart_is_one_line(capsys, no_build):
+    status, out, err = run_cli(capsys, "--board", "orangecrab-25f", "--top", "link")
+    assert status != 0 and out == ""
+    assert err == ("error: orangecrab-25f has no UART resource in its amaranth-boards platform "
+                   "(OrangeCrabR0_2_25FPlatform), so no host link; build the core alone with "
+                   "--top core\n")
+
+
+def test_link_adds_its_memories_to_the_fit_check():
+    # The sample buffer (784 x 8 bits: one DP16KD) and two 15-entry FIFOs (distributed RAM).
+    dev = DEVICES["LFE5U-85F"]
+    params = core_params("paper")
+    blocks = {m.name: (m.width, m.depth, bram_blocks(m, dev)) for m in link_memories(params)}
+    assert blocks == {"link sample buffer": (8, 784, 1), "link receive FIFO": (8, 15, 0),
+                      "link result FIFO": (34, 15, 0)}
+    alone, linked = estimate(params, dev), estimate(params, dev, link=True)
+    assert linked.bram == alone.bram + 1 and linked.dsps == alone.dsps
+    assert linked.luts > alone.luts and linked.ffs > alone.ffs
 
 
 def test_missing_tool_is_one_line():
@@ -242,7 +277,8 @@ def test_build_small_preset_ecp5(capsys, tmp_path):
     for key in ("board", "device", "fmax_mhz", "target_mhz", "utilization", "bitstream",
                 "projected_epoch_seconds"):
         assert key in r
-    assert (r["board"], r["device"], r["target_mhz"]) == ("ulx3s-25f", "LFE5U-25F", 50)
+    assert (r["board"], r["device"], r["target_mhz"], r["top"]) == ("ulx3s-25f", "LFE5U-25F",
+                                                                   50, "link")
     assert r["fmax_mhz"] > 10
     for res in ("logic", "ff", "bram", "dsp"):
         assert 0 < r["utilization"][res]["used"] <= r["utilization"][res]["available"]

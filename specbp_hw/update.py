@@ -9,6 +9,8 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.fixed import round_shift as round_shift_int
+
 from .arith import round_shift, saturate
 from .params import CoreParams, addr_width
 
@@ -105,12 +107,22 @@ class UpdateEngine(wiring.Component):
                 with m.Switch(kind_s1):
                     for k, frac in enumerate(kinds):
                         with m.Case(k):
+                            # sat(round(clip(g))), with the compares and the rounding side by
+                            # side rather than one after the other: a clipped word's result is
+                            # a constant, and an unclipped one's rounding stays within the
+                            # constants, so it saturates only where they do.
                             c = round(p.clip * (1 << frac))
-                            clipped = Mux(g > c, c, Mux(g < -c, -c, g))
-                            r = round_shift(clipped, frac - fmt.update.frac)
+                            s_k = frac - fmt.update.frac
+                            hi = fmt.update.saturate(round_shift_int(c, s_k))
+                            lo = fmt.update.saturate(round_shift_int(-c, s_k))
+                            r = round_shift(g, s_k)
                             rounded = Signal(signed(len(r)), name=f"r{i}_{k}")
                             m.d.comb += rounded.eq(r)
-                            m.d.sync += gq2[i].eq(saturate(rounded, fmt.update))
+                            inside = rounded
+                            if (round_shift_int(c, s_k) > fmt.update.max
+                                    or round_shift_int(-c, s_k) < fmt.update.min):
+                                inside = saturate(rounded, fmt.update)
+                            m.d.sync += gq2[i].eq(Mux(g > c, hi, Mux(g < -c, lo, inside)))
             # Stage 2: times the learning rate.
             with m.If(v2):
                 m.d.sync += raw3[i].eq(gq2[i] * lr)

@@ -186,3 +186,31 @@ def test_core_is_bit_exact_for_other_formats(fmt_kwargs, schedule, thr):
     run = run_pysim(p, init, data.train_images, data.train_labels, schedule=schedule,
                     threshold=p.fmt.threshold_int(thr, 4), batch=5)
     check_equal(run, ref)
+
+
+@pytest.mark.parametrize("clip, update", [(0.02, Q(16, 12)), (5.0, Q(12, 11))],
+                         ids=["clipped", "saturated"])
+@pytest.mark.parametrize("schedule, thr", [("serial", 0.0), ("speculative", 0.003)])
+def test_gradient_clip_and_update_saturation_are_bit_exact(clip, update, schedule, thr):
+    # The update engine's clip (a clipped word's update is a constant) and, with an update
+    # format narrower than the clip (Q(12, 11) holds -1 .. 0.9995, the clip is 5; two gradients
+    # of this data exceed 1), its saturation.
+    layers, K, N, batch = (16, 8, 8, 4), 2, 4, 5
+    fmt = FixedFormat(update=update, max_batch=16)
+    p = CoreParams(layers=layers, lanes=N, inputs=K, lr=0.05, clip=clip, fmt=fmt)
+    data = random_data(np.random.default_rng(5), 12, 16, 4, repeat=0.5)
+
+    def model(clip):
+        cfg = TrainConfig(layers=layers, batch=batch, threshold=thr, epochs=1, seed=3,
+                          lr=p.lr, clip=clip)
+        return FixedArith(cfg, fmt), cfg
+
+    arith, cfg = model(clip)
+    ref = train(arith, cfg, data, trace=True)
+    if clip < 1:
+        # The clip is active: without it the model ends elsewhere.
+        free = train(*model(1e6), data)
+        assert any((w1 != w2).any() for (w1, _), (w2, _) in zip(ref.params, free.params))
+    run = run_pysim(p, arith.init_params(cfg), data.train_images, data.train_labels,
+                    schedule=schedule, threshold=p.fmt.threshold_int(thr, 4), batch=batch)
+    check_equal(run, ref)

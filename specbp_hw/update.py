@@ -122,7 +122,10 @@ class UpdateEngine(wiring.Component):
                             if (round_shift_int(c, s_k) > fmt.update.max
                                     or round_shift_int(-c, s_k) < fmt.update.min):
                                 inside = saturate(rounded, fmt.update)
-                            m.d.sync += gq2[i].eq(Mux(g > c, hi, Mux(g < -c, lo, inside)))
+                            over = Signal(name=f"over{i}_{k}")
+                            under = Signal(name=f"under{i}_{k}")
+                            m.d.comb += [over.eq(g > c), under.eq(g < -c)]
+                            m.d.sync += gq2[i].eq(Mux(over, hi, Mux(under, lo, inside)))
             # Stage 2: times the learning rate.
             with m.If(v2):
                 m.d.sync += raw3[i].eq(gq2[i] * lr)

@@ -2,7 +2,8 @@
 
 Builds each board of ``boards/`` with its own preset and clock (``python -m specbp_hw.build
 --board NAME``), one after the other (one synthesis or place-and-route at a time), and prints
-one row per board: device, preset, LUTs (iCE40: logic cells), flip-flops, block RAMs, DSPs,
+one row per board: device, preset, top (``link``: the core behind the UART host link; ``core``:
+the measurement wrapper), LUTs (iCE40: logic cells), flip-flops, block RAMs, DSPs,
 the Fmax nextpnr achieved against the target, cycles per training sample and the projected
 60,000-sample epoch (batch 15, every speculation accepted) at that Fmax for each schedule.
 Rerun:
@@ -44,7 +45,7 @@ def build_board(board, out_root, seed, reuse, force):
 def row(r):
     if "error" in r:
         error = r["error"].replace("|", "\\|")    # nextpnr's region text has a pipe
-        return f"| {r['board']} | build failed: {error} |" + " |" * 9
+        return f"| {r['board']} | build failed: {error} |" + " |" * 10
     u = r["utilization"]
 
     def use(key):
@@ -55,7 +56,7 @@ def row(r):
     epoch = " / ".join(f"{r['projected_epoch_seconds'][s]:.3f}" for s in SCHEDULES)
     layers = "-".join(map(str, r["layers"]))
     return (f"| {r['board']} | {r['device']} | {r['preset']} ({layers}, "
-            f"{r['inputs']}x{r['lanes']}) | {use('logic')} | {use('ff')} | {use('bram')} | "
+            f"{r['inputs']}x{r['lanes']}) | {r.get('top', 'core')} | {use('logic')} | {use('ff')} | {use('bram')} | "
             f"{use('dsp')} | {r['fmax_mhz']:.1f}{met} / {r['target_mhz']:g} | {cps} | {epoch} | "
             f"{r['build_seconds']['total'] / 60:.1f} |")
 
@@ -73,10 +74,10 @@ def main():
     args = p.parse_args()
     boards = args.boards or list(load_boards())
     reports = [build_board(b, args.out, args.seed, args.reuse, args.force) for b in boards]
-    print("| board | device | preset (network, K x N) | LUTs (iCE40: LCs) | FFs | block RAM | "
-          "DSP | Fmax / target MHz | cycles per sample (serial / speculative / pipelined) | "
-          "epoch s at Fmax (serial / speculative / pipelined) | build min |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| board | device | preset (network, K x N) | top | LUTs (iCE40: LCs) | FFs | "
+          "block RAM | DSP | Fmax / target MHz | cycles per sample (serial / speculative / "
+          "pipelined) | epoch s at Fmax (serial / speculative / pipelined) | build min |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         print(row(r))
     return 0 if all("error" not in r for r in reports) else 1

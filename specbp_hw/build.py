@@ -48,6 +48,12 @@ _NAME = "top"
 TOPS = {"link": "training core + UART host link",
         "core": "training core alone in the measurement wrapper (no host link)"}
 BAUD = 115200
+
+# LUT mapping on ECP5 (--lut-mapping). Yosys 0.70's ABC9 (synth_ecp5's default) fails an
+# assertion in its reintegration on some netlists (docs/BUILD.md, Known problems); the classic
+# ABC maps the same netlist. `auto` uses ABC9 and falls back to the classic ABC on that crash.
+LUT_MAPPINGS = ("auto", "abc9", "abc")
+_ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
 INIT_SEED = 0       # the initial weights of a link bitstream: the simulator's default seed
 
 
@@ -186,14 +192,31 @@ def resolve_top(board, top, platform=None):
     return top
 
 
+def _classic_abc(overrides):
+    """The Yosys overrides of an ECP5 build with the classic ABC in place of ABC9: synthesis
+    up to the LUT mapping, then synth_ecp5's own steps around it with ``abc`` (LUT4 and the
+    PFU multiplexers' wider LUTs, as synth_ecp5 did before ABC9)."""
+    out = dict(overrides)
+    out["synth_opts"] = "-run :map_luts"
+    out["script_after_synth"] = (f"techmap -map +/lattice/latches_map.v\n"
+                                 f"abc -lut 4:7 -dress\n"
+                                 f"clean\n"
+                                 f"synth_ecp5 -run map_cells: -top {_NAME}\n"
+                                 + overrides["script_after_synth"])
+    return out
+
+
 def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mode="auto",
-          top="auto", log=print):
+          top="auto", lut_mapping="auto", log=print):
     """Build ``params`` for ``board``; return the report (a dict, see :func:`main`).
 
     ``top`` (see :data:`TOPS` and :func:`resolve_top`): ``link``, the training core behind the
     UART host link (:class:`specbp_hw.board_top.PlatformTop`, starting from the weights of
     seed :data:`INIT_SEED`); ``core``, the core alone in the measurement wrapper
     (:class:`specbp_hw.synth_top.SynthWrapper`); ``auto``, the link where the board has a UART.
+
+    ``lut_mapping`` (ECP5 only, see :data:`LUT_MAPPINGS`): ``abc9``, ``abc`` (the classic ABC),
+    or ``auto``: ABC9, and the classic ABC if ABC9 crashes.
 
     ``lr_mode`` (``auto``, ``dsp``, ``logic``): where the update engine's products by the
     constant learning rate go (:func:`specbp_hw.fit.lr_in_logic`). In logic, Yosys' ``booth``
@@ -215,14 +238,17 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     t0 = time.monotonic()
     try:
         pll = pll_config(family, platform.default_clk_frequency, clock_mhz * 1e6)
-        if top_kind == "link":
-            design = PlatformTop(params, baud=BAUD, pll=pll,
-                                 init=initial_weights(params, seed=INIT_SEED))
-        else:
-            design = SynthWrapper(params, clock_mhz * 1e6, family=family,
-                                  f_in=platform.default_clk_frequency, led=board.led)
-    except ValueError as e:     # the PLL cannot make the clock, the baud rate is out of reach
+    except ValueError as e:     # the PLL cannot make the clock
         raise BuildError(str(e)) from None
+    init = initial_weights(params, seed=INIT_SEED) if top_kind == "link" else None
+
+    def make_design():
+        # A new design for every plan: an elaborated design cannot be elaborated again.
+        if top_kind == "link":
+            return PlatformTop(params, baud=BAUD, pll=pll, init=init)
+        return SynthWrapper(params, clock_mhz * 1e6, family=family,
+                            f_in=platform.default_clk_frequency, led=board.led)
+
     f_sync = pll["f_out"]
     overrides = {
         # Yosys' statistics of the mapped design; `tee -q` keeps them out of the log only.
@@ -236,11 +262,25 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     if lr_logic:
         # `booth` needs processes lowered first; synthesis repeats `proc` harmlessly.
         overrides["script_after_read"] = "proc\nbooth top.core.upd"
-    try:
-        plan = platform.build(design, name=_NAME, do_build=False, **overrides)
-    except ValueError as e:     # PlatformTop: no UART, a baud rate the clock cannot make
-        raise BuildError(str(e)) from None
-    plan.extract(str(out_dir))
+    if lut_mapping not in LUT_MAPPINGS:
+        raise BuildError(f"unknown LUT mapping {lut_mapping!r}; choose from "
+                         f"{', '.join(LUT_MAPPINGS)}")
+    if family != "ecp5" and lut_mapping != "auto":
+        raise BuildError(f"--lut-mapping applies to ECP5 builds only ({board.name} is "
+                         f"{family})")
+
+    def extract(overrides):
+        # A platform prepares one design once: a second plan needs a new platform.
+        try:
+            plan = board.platform_class()().build(make_design(), name=_NAME, do_build=False,
+                                                  **overrides)
+        except ValueError as e:     # PlatformTop: no UART, a baud rate the clock cannot make
+            raise BuildError(str(e)) from None
+        plan.extract(str(out_dir))
+
+    mapping = ("abc" if lut_mapping == "abc" else "abc9" if family == "ecp5"
+               else "synth_ice40 default")
+    extract(_classic_abc(overrides) if mapping == "abc" else overrides)
     prepare_s = time.monotonic() - t0
     log(f"design elaborated in {prepare_s:.1f} s ({TOPS[top_kind]}); "
         f"PLL clock {f_sync / 1e6:.3f} MHz")
@@ -252,14 +292,27 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
                    else f"{_NAME}.asc"],
         "ecppack": [bitstream], "icepack": [bitstream],
     }
-    times = run_plan_commands(out_dir, _NAME, stop_after=None if pnr else "yosys",
-                              expect=expect, log=log)
+    stop_after = None if pnr else "yosys"
+    try:
+        times = run_plan_commands(out_dir, _NAME, stop_after=stop_after, expect=expect, log=log)
+    except ToolError as e:
+        if not (lut_mapping == "auto" and mapping == "abc9" and _ABC9_CRASH in str(e)):
+            raise
+        log("yosys: ABC9 crashed on this netlist (a Yosys 0.70 problem, docs/BUILD.md); "
+            "mapping the LUTs with the classic ABC instead")
+        crashed_s = time.monotonic() - t0 - prepare_s
+        mapping = "abc (ABC9 crashed)"
+        extract(_classic_abc(overrides))
+        times = {"yosys (ABC9, crashed)": crashed_s,
+                 **run_plan_commands(out_dir, _NAME, stop_after=stop_after, expect=expect,
+                                     log=log)}
     report = {
         "board": board.name, "device": board.device.name, "family": family, "preset": preset,
         "layers": list(params.layers), "inputs": params.inputs, "lanes": params.lanes,
         "macs_per_engine": params.block, "top": top_kind,
         **({"baud": BAUD, "init_seed": INIT_SEED} if top_kind == "link" else {}),
         "target_mhz": clock_mhz, "pll_mhz": round(f_sync / 1e6, 3), "seed": seed,
+        "lut_mapping": mapping,
         "lr_multipliers": "logic" if lr_logic else "dsp",
         "estimate": {k: v for k, v in
                      estimate(params, board.device, lr_in_logic=lr_logic,
@@ -296,6 +349,9 @@ def format_report(r):
         top += (f", {r['baud']} baud, initial weights of seed {r['init_seed']} "
                 f"(train with: python -m specbp_hw.host --port PORT)")
     lines.append(top)
+    if r.get("lut_mapping", "abc9").startswith("abc"):
+        if r["lut_mapping"] != "abc9":
+            lines.append(f"  LUT mapping: {r['lut_mapping']} (the classic ABC, not ABC9)")
     if "utilization" in r:
         for k, u in r["utilization"].items():
             lines.append(f"  {k:6s} {u['used']:>7} / {u['available']:<7} "
@@ -348,6 +404,9 @@ def _parser():
                    "host link (python -m specbp_hw.host trains through it); core, the core "
                    "alone with its ports driven by an LFSR and folded onto an LED (for "
                    "measurement); auto (default), link where the board has a UART")
+    p.add_argument("--lut-mapping", choices=LUT_MAPPINGS, default="auto",
+                   help="ECP5 LUT mapping: abc9 (synth_ecp5's default), abc (the classic ABC), "
+                   "or auto (default): abc9, and abc if Yosys 0.70's ABC9 crashes")
     p.add_argument("--force", action="store_true", help="build even if the fit check refuses")
     return p
 
@@ -401,6 +460,9 @@ def main(argv=None):
             raise BuildError("--board is required (or --list, or --verilog FILE)")
         params = core_params(preset)
         top = resolve_top(board, args.top)
+        if args.lut_mapping != "auto" and board.device.family != "ecp5":
+            raise BuildError(f"--lut-mapping applies to ECP5 builds only ({board.name} is "
+                             f"{board.device.family})")
         problems = fit_problems(params, board.device, lr_mode=args.lr_multipliers,
                                 link=top == "link")
         if problems and not args.force:
@@ -412,6 +474,7 @@ def main(argv=None):
         out = Path(args.out or Path("build") / board.name)
         report = build(board, params, preset=preset, clock_mhz=clock, seed=args.seed,
                        out_dir=out, pnr=not args.no_pnr, lr_mode=args.lr_multipliers, top=top,
+                       lut_mapping=args.lut_mapping,
                        log=lambda msg: print(msg, file=sys.stderr))
         if args.no_pnr:
             print((out / f"{_NAME}.stat.txt").read_text())

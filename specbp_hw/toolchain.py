@@ -114,8 +114,8 @@ def run_plan_commands(build_dir, name, *, stop_after=None, expect=None, log=prin
             lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
             errors = [ln for ln in lines if ln.startswith("ERROR")]
             if not errors:      # quiet tools (yosys -q) write the error to their log only
-                for log in [*build_dir.glob("*.rpt"), *build_dir.glob("*.tim")]:
-                    errors += [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+                for path in [*build_dir.glob("*.rpt"), *build_dir.glob("*.tim")]:
+                    errors += [ln.strip() for ln in path.read_text(errors="replace").splitlines()
                                if ln.startswith("ERROR")]
             first = (errors or lines[-1:] or ["(no output)"])[0]
             over = _over_utilised(build_dir, tool)

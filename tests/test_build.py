@@ -218,6 +218,44 @@ def test_link_adds_its_memories_to_the_fit_check():
     assert linked.luts > alone.luts and linked.ffs > alone.ffs
 
 
+def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
+    # Yosys 0.70's ABC9 crashes on some netlists (docs/BUILD.md); `auto` then synthesises again
+    # with the classic ABC. The tools are replaced here: the first Yosys run "crashes".
+    scripts = []
+
+    def fake_run(build_dir, name, **kwargs):
+        script = (build_dir / f"{name}.ys").read_text()
+        scripts.append(script)
+        if "abc -lut" not in script:
+            raise build_mod.ToolError("yosys failed (exit 1) after 41 s: ERROR: Assert "
+                                      "`GetSize(conn.first) == GetSize(conn.second)' failed in "
+                                      "kernel/rtlil.cc:3091.")
+        (build_dir / f"{name}.stat.json").write_text('{"design": {"num_cells_by_type": '
+                                                     '{"LUT4": 1}}}')
+        return {"yosys": 1.0}
+
+    monkeypatch.setattr(build_mod, "run_plan_commands", fake_run)
+    board, params = get_board("ulx3s-25f"), core_params("pool7")
+    r = build_mod.build(board, params, preset="pool7", clock_mhz=50, out_dir=tmp_path,
+                        pnr=False, top="core", log=lambda msg: None)
+    assert r["lut_mapping"] == "abc (ABC9 crashed)" and len(scripts) == 2
+    assert "synth_ecp5  -top top" in scripts[0] or "synth_ecp5 -top top" in scripts[0]
+    for step in ("synth_ecp5 -run :map_luts -top top", "abc -lut 4:7",
+                 "synth_ecp5 -run map_cells: -top top", "stat -json"):
+        assert step in scripts[1]
+    assert "yosys (ABC9, crashed)" in r["build_seconds"]
+    # Asked for ABC9 only, the crash is the error.
+    with pytest.raises(build_mod.ToolError, match="GetSize"):
+        build_mod.build(board, params, preset="pool7", clock_mhz=50, out_dir=tmp_path,
+                        pnr=False, top="core", lut_mapping="abc9", log=lambda msg: None)
+
+
+def test_cli_lut_mapping_is_for_ecp5_only(capsys, no_build):
+    status, out, err = run_cli(capsys, "--board", "icebreaker", "--lut-mapping", "abc")
+    assert status != 0 and out == ""
+    assert err == "error: --lut-mapping applies to ECP5 builds only (icebreaker is ice40)\n"
+
+
 def test_missing_tool_is_one_line():
     with pytest.raises(ToolError, match=r"^yowasp-frobnicate not found: install it with pip"):
         yowasp_command("frobnicate")
@@ -290,6 +328,19 @@ def test_build_small_preset_ecp5(capsys, tmp_path):
     for s in ("serial", "speculative", "pipelined"):
         assert r["projected_epoch_seconds"][s] == pytest.approx(
             r["epoch_cycles"][s] / (r["fmax_mhz"] * 1e6), rel=1e-3)
+
+
+@pytest.mark.slow
+def test_synthesis_with_the_classic_abc_ecp5(capsys, tmp_path):
+    report_path = tmp_path / "report.json"
+    status, out, err = run_cli(capsys, "--board", "ulx3s-25f", "--preset", "pool7", "--no-pnr",
+                               "--lut-mapping", "abc", "--out", str(tmp_path / "build"),
+                               "--json", str(report_path))
+    assert status == 0, err
+    r = json.loads(report_path.read_text())
+    assert r["lut_mapping"] == "abc" and r["yosys_cells"]["LUT4"] > 1000
+    assert r["yosys_cells"]["DP16KD"] == r["estimate"]["bram"]
+    assert "abc -lut 4:7" in (tmp_path / "build" / "top.ys").read_text()
 
 
 @pytest.mark.slow

@@ -212,6 +212,7 @@ class CxxrtlTrainer:
         sim["threshold"] = int(threshold)
         sim["batch"] = int(batch)
         sim["infer"] = 0
+        sim["wr_en"] = 0        # the host weight write port stays unused
         beats = pack_beats(p, np.tile(images, (epochs, 1)), np.tile(labels, epochs),
                            last_mask(n, epochs))
         # Stop points: results after which the weights equal those after a batch (the first

@@ -10,9 +10,10 @@ and none is transparent: no engine ever reads a word in the cycle it is written)
 memory                    port A                      port B
 ========================  ==========================  ===========================================
 weights + biases          read: forward engine;       read: backward engine (training);
-                          update (batch boundary);    write: update (batch boundary). Port B's
-                          host readback (idle)        read and write share one address (one
-                                                      read/write block-RAM port)
+                          update (batch boundary);    write: update (batch boundary), host
+                          host readback (idle)        write (idle). Port B's read and write
+                                                      share one address (one read/write
+                                                      block-RAM port)
 gradient accumulators     read: backward engine;      write: backward engine; update (clears)
                           update
 input buffer (2 halves)   write: loader               read: forward engine
@@ -101,6 +102,11 @@ class TrainingCore(wiring.Component):
         Nothing in flight: no sample loaded or in an engine, no pending backward pass, no
         update (a batch may be open).
     rb_addr, rb_data : weight readback (one word, latency 1, valid while ``idle``).
+    wr_addr, wr_data, wr_en : In
+        Host weight write: with ``wr_en`` the word ``wr_data`` is written to ``wr_addr`` at the
+        clock edge, one word per cycle, honoured only while ``idle`` (ignored otherwise, and
+        in the few cycles after ``idle`` rises in which a fused batch update still writes its
+        last words). With ``wr_en`` low the core behaves exactly as without the port.
     stash_slot, stash_valid : Out
         The label-to-slot table and which labels have a stash entry.
     cycles, samples, accepted, rejected, fwd_busy, bwd_busy, update_cycles : Out
@@ -122,6 +128,9 @@ class TrainingCore(wiring.Component):
             "idle": Out(1),
             "rb_addr": In(range(p.depth)),
             "rb_data": Out(p.weight_word),
+            "wr_addr": In(range(p.depth)),
+            "wr_data": In(p.weight_word),
+            "wr_en": In(1),
             "stash_slot": Out(data.ArrayLayout(unsigned(addr_width(p.slots)), p.classes)),
             "stash_valid": Out(p.classes),
             "cycles": Out(COUNTER_WIDTH),
@@ -172,6 +181,8 @@ class TrainingCore(wiring.Component):
         sa_r = self.stash_act.read_port()
 
         updating = upd.busy
+        host_wr = Signal()          # a host weight write (wr_en while idle)
+        m.d.comb += host_wr.eq(self.wr_en & self.idle)
         # Weights port A: update reads during the batch update, host readback when idle,
         # the forward engine otherwise.
         # Fused batch boundary: the backward engine's last sweep feeds the update lanes.
@@ -182,10 +193,14 @@ class TrainingCore(wiring.Component):
                             Mux(bwd.fu_rd_valid, bwd.fu_rd_addr,
                                 Mux(self.idle, self.rb_addr, fwd.w_rd.addr)))),
             fwd.w_rd.data.eq(w_a.data), upd.w_rd.data.eq(w_a.data), self.rb_data.eq(w_a.data),
-            # Port B: one address for its read (backward engine) and write (update) sides.
-            w_b.addr.eq(Mux(updating | upd.writing, upd.w_wr.addr, bwd.w_rd.addr)),
+            # Port B: one address for its read (backward engine) and write (update, host)
+            # sides. The host writes only while idle, when the backward engine reads nothing;
+            # the update's writes (a fused update's last ones may follow idle's rise) win.
+            w_b.addr.eq(Mux(updating | upd.writing, upd.w_wr.addr,
+                            Mux(host_wr, self.wr_addr, bwd.w_rd.addr))),
             w_bw.addr.eq(w_b.addr),
-            w_bw.data.eq(upd.w_wr.data), w_bw.en.eq(upd.w_wr.en),
+            w_bw.data.eq(Mux(upd.w_wr.en, upd.w_wr.data, self.wr_data)),
+            w_bw.en.eq(upd.w_wr.en | host_wr),
             bwd.w_rd.data.eq(w_b.data),
             # Accumulators: the backward engine's read-modify-write, or the update's clear.
             g_r.addr.eq(Mux(updating, upd.g_rd.addr, bwd.g_rd.addr)),

@@ -65,6 +65,7 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
         ctx.set(core.threshold, threshold)
         ctx.set(core.batch, batch)
         ctx.set(core.infer, int(infer))
+        ctx.set(core.wr_en, 0)      # the host weight write port stays unused
         for i in range(n):
             for r in range(rows0):
                 await stream_put(ctx, core.i, {

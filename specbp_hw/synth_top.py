@@ -222,7 +222,8 @@ class SynthWrapper(Elaboratable):
         lfsr = Signal(32, init=1)
         m.d.sync += lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ 0x80200003, lfsr >> 1))
         inputs = [core.i.valid, core.i.payload, core.o.ready, core.schedule, core.threshold,
-                  core.batch, core.infer, core.rb_addr]
+                  core.batch, core.infer, core.rb_addr, core.wr_addr, core.wr_data,
+                  core.wr_en]
         bit = 0
         for port in inputs:
             for i in range(len(Value.cast(port))):

@@ -29,9 +29,12 @@ class SimulatedBoard:
         what it has (like a serial port's read timeout).
     chunk : int
         Cycles simulated per step while waiting.
+    watch : dict of str to Value, optional
+        Signals of the design to sample like the LEDs (tests: e.g. the core's ``stash_valid``);
+        their last values are in ``watched``.
     """
 
-    def __init__(self, top, *, read_budget=2_000_000, chunk=None):
+    def __init__(self, top, *, read_budget=2_000_000, chunk=None, watch=None):
         if not isinstance(top, BoardTop):
             raise TypeError(f"top must be a BoardTop, not {top!r}")
         self.top = top
@@ -42,6 +45,8 @@ class SimulatedBoard:
         self._cycles = 0
         self._stop = False
         self.leds = {}      # LED outputs, sampled at least once per UART bit period
+        self._watch = dict(watch or {})
+        self.watched = {}   # the ``watch`` signals, sampled likewise
         self.sim = Simulator(top)
         self.sim.add_clock(_PERIOD)
         self.sim.add_testbench(self._drive, background=True)
@@ -68,6 +73,7 @@ class SimulatedBoard:
                 self._from_board.append(byte)
             self.leds = {name: ctx.get(getattr(self.top, name))
                          for name in ("led_idle", "led_busy", "led_error")}
+            self.watched = {name: ctx.get(sig) for name, sig in self._watch.items()}
 
     def close(self):
         """Let the line processes finish (a byte in flight completes) and stop."""

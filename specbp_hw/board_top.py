@@ -5,7 +5,9 @@ The protocol is specified in ``docs/HOST_LINK.md`` (constants and CRC in
 request, checks its CRC, command, length and values, and only then acts on it; so a corrupt,
 truncated or malformed frame gets an error reply and changes no training state. An uploaded
 sample is buffered in block RAM while its frame arrives and streamed into the core only after
-the checks pass.
+the checks pass; so are the weight words of a LOAD_WEIGHTS frame, which are written into the
+core's weight memory (through its host write port) only after the checks. RESET puts the core's
+registers back to their power-on values (``ResetInserter``), not its memories.
 
 A platform wrapper connects ``uart_rx``/``uart_tx`` to the board's serial pins and the LED
 outputs to its LEDs.
@@ -18,7 +20,8 @@ from amaranth.lib.wiring import In, Out
 from .core import COUNTER_WIDTH, TrainingCore, result_layout
 from .params import CoreParams
 from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RESULT_BYTES,
-                       STATUS_BYTES, Cmd, Status, info_bytes)
+                       STATUS_BYTES, Cmd, Status, info_bytes, load_data_bytes,
+                       max_request_payload)
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["BoardTop", "PlatformTop", "RX_FIFO_DEPTH", "crc16_step", "initial_weights",
@@ -50,9 +53,12 @@ def mul_const(value, factor):
 
 
 def initial_weights(params, seed=0):
-    """The golden model's initial weights (fixed point) for ``params``: what a board starts from.
+    """The golden model's initial weights (fixed point) for ``params``: what a board starts from
+    at power-on (the bitstreams hold those of seed 0), and what the host loads (LOAD_WEIGHTS)
+    before each schedule.
 
-    The same values as :meth:`golden.fixed_model.FixedArith.init_params` with ``seed``.
+    The same values as :meth:`golden.fixed_model.FixedArith.init_params` with ``seed``; they
+    depend on the layer sizes, the seed and the weight format only.
     """
     from golden.config import TrainConfig
     from golden.fixed_model import FixedArith
@@ -69,7 +75,8 @@ class BoardTop(wiring.Component):
     divisor : int
         Clock cycles per UART bit (clock frequency / baud rate), at least 4.
     init : list of (W, b) int arrays, optional
-        Initial weights for the core (see :func:`initial_weights`); zeros if omitted.
+        Power-on weights of the core (see :func:`initial_weights`); zeros if omitted. The host
+        can replace them (LOAD_WEIGHTS) at any time the core is idle.
     timeout : int, optional
         Clock cycles of silence that end a truncated frame (error reply ``timeout``) and end
         the discarding after a corrupt one. Default: 1024 byte times (about 89 ms at 115,200
@@ -88,7 +95,7 @@ class BoardTop(wiring.Component):
     uart_tx : Out(1)
         Serial output (to the host), idle high.
     led_idle : Out(1)
-        The core has nothing in flight (it takes settings and weight reads).
+        The core has nothing in flight (it takes settings, weight reads and loads, resets).
     led_busy : Out(1)
         The core worked within the last ``led_hold`` cycles (training or inference running).
     led_error : Out(1)
@@ -122,6 +129,11 @@ class BoardTop(wiring.Component):
         if params.layers[0] + 2 > 0xFFFF:
             raise ValueError(f"An upload frame of {params.layers[0]} pixels exceeds the "
                              f"protocol's 65535-byte payload")
+        word_bytes = -(-params.weight_word.size // 8)
+        self._max_payload = max_request_payload(params.layers[0], params.inputs, word_bytes)
+        if self._max_payload > 0xFFFF:
+            raise ValueError(f"A weight word of {word_bytes} bytes exceeds the protocol's "
+                             f"65535-byte payload")
         self._p = params
         self._timeout = timeout
         self._result_depth = result_depth
@@ -150,7 +162,10 @@ class BoardTop(wiring.Component):
         p = self._p
         K, rows0 = p.inputs, p.rows(0)
         core = self.core
-        m.submodules.core = core
+        # RESET (one cycle) puts every register of the core back to its power-on value; its
+        # memories (weights, accumulators, buffers) keep their contents.
+        core_rst = Signal()
+        m.submodules.core = ResetInserter(core_rst)(core)
         m.submodules.rx = rx = UARTRx(self._divisor)
         m.submodules.tx = tx = UARTTx(self._divisor)
         m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
@@ -167,11 +182,17 @@ class BoardTop(wiring.Component):
                      core.o.ready.eq(results.w_rdy)]
         res_done = core.o.valid & core.o.ready
         step_sum = Signal(COUNTER_WIDTH)
-        with m.If(res_done):
+        with m.If(core_rst):
+            m.d.sync += step_sum.eq(0)
+        with m.Elif(res_done):
             m.d.sync += step_sum.eq(step_sum + core.o.payload.cycles)
 
-        # The sample being uploaded: one word of K pixels per core beat.
-        m.submodules.sbuf = sbuf = memory.Memory(shape=p.pixel_word, depth=rows0, init=[])
+        # The sample being uploaded: one word of K pixels per core beat. A LOAD_WEIGHTS
+        # frame's data bytes go here the same way (K bytes a word); ``sbuf_rows`` exceeds
+        # ``rows0`` only where one weight word is longer than a sample.
+        word_bytes = -(-p.weight_word.size // 8)
+        sbuf_rows = load_data_bytes(p.layers[0], K, word_bytes) // K
+        m.submodules.sbuf = sbuf = memory.Memory(shape=p.pixel_word, depth=sbuf_rows, init=[])
         sb_w = sbuf.write_port()
         sb_r = sbuf.read_port()     # not transparent: a frame's writes end before streaming
 
@@ -209,7 +230,7 @@ class BoardTop(wiring.Component):
             m.d.sync += quiet.eq(quiet + 1)
         timed_out = quiet == self._timeout
 
-        max_payload = max(2 + p.layers[0], 4)
+        max_payload = self._max_payload
         cmd = Signal(8)
         length = Signal(16)
         idx = Signal(16)                        # payload byte index
@@ -222,8 +243,17 @@ class BoardTop(wiring.Component):
         flags = Signal(8)
         acc = Signal(8 * K)                     # pixels of the word being assembled
         kpos = Signal(range(K))
-        wpos = Signal(range(rows0 + 1))
-        beat = Signal(range(rows0))
+        wpos = Signal(range(sbuf_rows + 1))
+        beat = Signal(range(sbuf_rows))
+        # LOAD_WEIGHTS: complete weight words in the data (after the address) and the bytes
+        # after the last of them, counted as they arrive; then the writing.
+        max_load_words = (max_payload - 2) // word_bytes
+        lw_words = Signal(range(max_load_words + 1))
+        lw_part = Signal(range(word_bytes))
+        lw_addr = Signal(range(p.depth + 1))    # next word to write
+        lw_left = Signal(range(max_load_words + 1))
+        lw_b = Signal(range(word_bytes))        # bytes of the word assembled so far
+        lw_word = Signal(8 * word_bytes)        # the word being assembled, LSB byte first
 
         # ---- reply ------------------------------------------------------------------------
         # Payload sources: the INFO constants, the live status, counters (each latched whole
@@ -236,7 +266,6 @@ class BoardTop(wiring.Component):
         r_part = Signal(3)                      # 0 header, 1 payload, 2 crc lo, 3 crc hi
         r_idx = Signal(16)
         r_crc = Signal(16)
-        word_bytes = -(-p.weight_word.size // 8)
         r_sub = Signal(range(max(word_bytes, RESULT_BYTES, COUNTER_BYTES)))  # byte in a record
         r_count = Signal(8)                     # results in a RESULTS reply
         r_word = Signal(range(max(p.depth, len(COUNTER_NAMES)) + 1))   # weight word, counter
@@ -320,9 +349,11 @@ class BoardTop(wiring.Component):
         def fail(status):
             reply(status)
 
+        # Payload lengths: exact, or (LOAD_WEIGHTS) a range.
         expected_len = {Cmd.INFO: 0, Cmd.STATUS: 0, Cmd.SET_SCHEDULE: 1, Cmd.SET_THRESHOLD: 4,
-                        Cmd.SET_BATCH: 1, Cmd.SET_INFER: 1, Cmd.UPLOAD: 2 + p.layers[0],
-                        Cmd.RESULTS: 1, Cmd.COUNTERS: 0, Cmd.WEIGHTS: 4}
+                        Cmd.SET_BATCH: 1, Cmd.SET_INFER: 1, Cmd.RESET: 0,
+                        Cmd.UPLOAD: 2 + p.layers[0], Cmd.RESULTS: 1, Cmd.COUNTERS: 0,
+                        Cmd.WEIGHTS: 4, Cmd.LOAD_WEIGHTS: (2 + K, max_payload)}
         m.d.comb += sb_r.addr.eq(beat)
         w_addr, w_count = arg[:16], arg[16:]
         # Registered views of the result buffer for the decisions in EXEC (short paths). Both
@@ -357,7 +388,8 @@ class BoardTop(wiring.Component):
                             m.d.sync += length[:8].eq(rx_byte)
                         elif state == "LEN1":
                             m.d.sync += [length[8:].eq(rx_byte), idx.eq(0), arg.eq(0),
-                                         kpos.eq(0), wpos.eq(0)]
+                                         kpos.eq(0), wpos.eq(0), lw_words.eq(0),
+                                         lw_part.eq(0)]
                             with m.If(Cat(length[:8], rx_byte) > max_payload):
                                 m.next = "DRAIN_LEN"
                             with m.Elif(Cat(length[:8], rx_byte) == 0):
@@ -372,13 +404,17 @@ class BoardTop(wiring.Component):
                                 m.d.sync += label.eq(rx_byte)
                             with m.If(idx == 1):
                                 m.d.sync += flags.eq(rx_byte)
-                            with m.If((idx >= 2) & (wpos < rows0)):
+                            with m.If((idx >= 2) & (wpos < sbuf_rows)):
                                 word = Cat(acc[8:], rx_byte)
                                 m.d.sync += [acc.eq(word), kpos.eq(kpos + 1)]
                                 with m.If(kpos == K - 1):
                                     m.d.sync += [kpos.eq(0), wpos.eq(wpos + 1)]
                                     m.d.comb += [sb_w.addr.eq(wpos), sb_w.data.eq(word),
                                                  sb_w.en.eq(1)]
+                                # Weight words of a LOAD_WEIGHTS frame (counted for any).
+                                m.d.sync += lw_part.eq(lw_part + 1)
+                                with m.If(lw_part == word_bytes - 1):
+                                    m.d.sync += [lw_part.eq(0), lw_words.eq(lw_words + 1)]
                             with m.If(idx == length - 1):
                                 m.next = "CRC0"
                         elif state == "CRC0":
@@ -405,7 +441,11 @@ class BoardTop(wiring.Component):
                 with m.Switch(cmd):
                     for code, n in expected_len.items():
                         with m.Case(code):
-                            with m.If(length != n):
+                            if isinstance(n, tuple):
+                                bad_length = (length < n[0]) | (length > n[1])
+                            else:
+                                bad_length = length != n
+                            with m.If(bad_length):
                                 fail(Status.BAD_LENGTH)
                             with m.Else():
                                 if code == Cmd.INFO:
@@ -432,6 +472,12 @@ class BoardTop(wiring.Component):
                                     with m.Else():
                                         m.d.sync += reg.eq(arg)
                                         reply(Status.OK)
+                                elif code == Cmd.RESET:
+                                    with m.If(~core.idle):
+                                        fail(Status.BUSY)
+                                    with m.Else():
+                                        m.d.comb += core_rst.eq(1)     # step_sum too
+                                        reply(Status.OK)
                                 elif code == Cmd.UPLOAD:
                                     with m.If((label >= p.classes) | (flags > 1)):
                                         fail(Status.BAD_VALUE)
@@ -456,6 +502,21 @@ class BoardTop(wiring.Component):
                                         m.d.sync += r_word.eq(w_addr)
                                         reply(Status.OK, src=SRC_WEIGHTS,
                                               length=mul_const(w_count, word_bytes))
+                                elif code == Cmd.LOAD_WEIGHTS:
+                                    # Whole words, then padding to a multiple of K bytes
+                                    # (shorter than K), all inside the memory. (With the
+                                    # length of at least 2 + K, no whole word also means K
+                                    # or more bytes after the last; the first term states
+                                    # the rule directly.)
+                                    with m.If((lw_words == 0) | (lw_part >= K) | (kpos != 0)
+                                              | (w_addr + lw_words > p.depth)):
+                                        fail(Status.BAD_VALUE)
+                                    with m.Elif(~core.idle):
+                                        fail(Status.BUSY)
+                                    with m.Else():
+                                        m.d.sync += [lw_addr.eq(w_addr), lw_left.eq(lw_words),
+                                                     beat.eq(0), kpos.eq(0), lw_b.eq(0)]
+                                        m.next = "LW_READ"
                     with m.Default():
                         fail(Status.UNKNOWN_COMMAND)
 
@@ -474,6 +535,33 @@ class BoardTop(wiring.Component):
                         reply(Status.OK, src=SRC_LEVEL, length=1)
                     with m.Else():
                         m.next = "STREAM_READ"
+
+            # LOAD_WEIGHTS after its checks: the data bytes back from the sample buffer, one
+            # a cycle, into ``lw_word``; each complete word to the core's host write port. The
+            # core stays idle meanwhile: no other frame is taken until the reply.
+            with m.State("LW_READ"):
+                # The sample buffer's read port has latency 1: row ``beat`` is there in LW_BYTE.
+                m.next = "LW_BYTE"
+            with m.State("LW_BYTE"):
+                row = Value.cast(sb_r.data)
+                m.d.sync += [lw_word.eq(Cat(lw_word[8:], row.word_select(kpos, 8) if K > 1
+                                            else row)),
+                             kpos.eq(kpos + 1), lw_b.eq(lw_b + 1)]
+                with m.If(kpos == K - 1):
+                    m.d.sync += [kpos.eq(0), beat.eq(beat + 1)]
+                with m.If(lw_b == word_bytes - 1):
+                    m.d.sync += lw_b.eq(0)
+                    m.next = "LW_WRITE"
+                with m.Elif(kpos == K - 1):
+                    m.next = "LW_READ"
+            with m.State("LW_WRITE"):
+                m.d.comb += [core.wr_en.eq(1), core.wr_addr.eq(lw_addr),
+                             core.wr_data.eq(lw_word[:p.weight_word.size])]
+                m.d.sync += [lw_addr.eq(lw_addr + 1), lw_left.eq(lw_left - 1)]
+                with m.If(lw_left == 1):
+                    reply(Status.OK)
+                with m.Else():
+                    m.next = "LW_READ"
 
             # Reply, one byte at a time. R_GAP and R_GAP2 let a new weight address reach the
             # memory (R_GAP) and its word reach ``rb_q`` (R_GAP2), and latch a counter; R_PICK

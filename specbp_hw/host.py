@@ -3,7 +3,10 @@
 ``python -m specbp_hw.host --port /dev/ttyUSB0`` streams the training set to the board in each
 requested schedule, then the test set in inference mode, and prints per schedule the board's
 counters: samples, accepted and rejected speculations, core cycles, cycles per sample, and test
-accuracy from the board's predictions. The protocol is ``docs/HOST_LINK.md``.
+accuracy from the board's predictions. Every schedule starts from the same state: the host resets
+the board's core (RESET) and loads the initial weights of ``--seed`` (LOAD_WEIGHTS) first, as
+the simulator (``python -m specbp_hw.sim``) starts each schedule from a fresh core. The protocol
+is ``docs/HOST_LINK.md``.
 
 The link runs over any transport with ``read(n) -> bytes`` (fewer bytes on timeout) and
 ``write(bytes)``: :class:`SerialTransport` (pyserial) for a board,
@@ -18,10 +21,11 @@ import numpy as np
 
 from .params import SCHEDULES
 from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, RESULT_BYTES, STATUS_NAMES,
-                       Cmd, Status, crc16, decode_info, encode_request)
+                       Cmd, Status, crc16, decode_info, encode_request, load_data_bytes)
 
 __all__ = ["LinkError", "BoardError", "SerialTransport", "BoardLink", "run_schedule",
-           "threshold_register", "board_params", "read_params", "format_table", "main"]
+           "threshold_register", "board_params", "read_params", "load_params", "initial_params",
+           "start_fresh", "format_table", "main"]
 
 
 class LinkError(Exception):
@@ -196,6 +200,46 @@ class BoardLink:
         return {name: _le(b[COUNTER_BYTES * i:COUNTER_BYTES * (i + 1)])
                 for i, name in enumerate(COUNTER_NAMES)}
 
+    def reset(self):
+        """RESET: the core's registers to their power-on values (stash emptied, batch position
+        0, counters 0); weights, settings and link statistics stay. Waits until the core is
+        idle. The gradient accumulators are not cleared: they are zero whenever no batch is
+        open (every run of :func:`run_schedule` closes its last batch)."""
+        self._retry_busy(Cmd.RESET)
+
+    def load_weights(self, addr, words):
+        """LOAD_WEIGHTS: write weight memory words ``addr, addr + 1, ...`` (lists of signed
+        elements, as :meth:`weights` returns them), as many per frame as fit; waits until the
+        core is idle. ValueError (one line) for a word of the wrong size or out-of-range
+        elements."""
+        info = self.info
+        width, nb, K = info["weight_width"], info["word_bytes"], info["inputs"]
+        lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+        words = [list(w) for w in words]
+        if addr < 0 or addr + len(words) > info["depth"]:
+            raise ValueError(f"weight words {addr} .. {addr + len(words) - 1} are outside the "
+                             f"board's {info['depth']}")
+        raw = []
+        for i, w in enumerate(words):
+            if len(w) != self.block:
+                raise ValueError(f"weight word {addr + i} has {len(w)} elements, the board's "
+                                 f"words {self.block}")
+            value = 0
+            for e, v in enumerate(w):
+                v = int(v)
+                if not lo <= v <= hi:
+                    raise ValueError(f"weight word {addr + i} element {e} is {v}, outside the "
+                                     f"{width}-bit range {lo} .. {hi}")
+                value |= (v & ((1 << width) - 1)) << (width * e)
+            raw.append(value.to_bytes(nb, "little"))
+        # Words per frame: the data (words, then zeros to a multiple of K bytes) fills at most
+        # the board's sample buffer.
+        per_frame = load_data_bytes(info["layers"][0], K, nb) // nb
+        for start in range(0, len(raw), per_frame):
+            data = b"".join(raw[start:start + per_frame])
+            data += bytes(-len(data) % K)
+            self._retry_busy(Cmd.LOAD_WEIGHTS, (addr + start).to_bytes(2, "little") + data)
+
     def weights(self, addr=0, count=None, *, chunk=16):
         """Weight memory words ``addr .. addr + count - 1`` (all if ``count`` is None) as lists
         of signed elements; waits until the core is idle."""
@@ -216,12 +260,21 @@ class BoardLink:
 
 
 def board_params(info):
-    """A CoreParams with the board's geometry (layers, lanes, inputs per cycle, max batch):
-    enough to turn weight words into per-layer arrays with ``unpack_params``."""
-    from golden.fixed import FixedFormat
+    """A CoreParams with the board's geometry (layers, lanes, inputs per cycle, max batch) and
+    weight format, from INFO: enough to turn weight words into per-layer arrays and back
+    (``unpack_params``, ``pack_params``) and for the initial weights (:func:`initial_params`).
+
+    INFO does not carry the rest of the board's configuration (learning rate, clip, the other
+    number formats, the softmax's parallelism): those are defaults here, not the board's.
+    """
+    from golden.fixed import FixedFormat, Q
 
     from .params import CoreParams
-    fmt = FixedFormat(max_batch=max(16, info["max_batch"]))
+    try:
+        fmt = FixedFormat(weight=Q(info["weight_width"], info["weight_frac"]),
+                          max_batch=max(16, info["max_batch"]))
+    except (TypeError, ValueError) as exc:
+        raise LinkError(f"the board reports an unusable weight format: {exc}") from None
     try:
         return CoreParams(layers=info["layers"], lanes=info["lanes"], inputs=info["inputs"],
                           fmt=fmt, max_batch=info["max_batch"])
@@ -233,6 +286,32 @@ def read_params(link):
     """The board's weights and biases: ``[(W, b), ...]`` int64 arrays in the fixed-point format
     (``info["weight_frac"]`` fraction bits), read while the core is idle."""
     return board_params(link.info).unpack_params(link.weights())
+
+
+def load_params(link, params):
+    """Write weights and biases ``[(W, b), ...]`` (integers in the board's weight format, as
+    :func:`read_params` returns them) into the board's weight memory: the inverse of
+    :func:`read_params`."""
+    link.load_weights(0, board_params(link.info).pack_params(params))
+
+
+def initial_params(info, seed=0):
+    """The golden model's initial weights for the board of ``info`` with ``seed``: those of
+    ``python -m specbp_hw.sim --seed`` (and, for seed 0, of a freshly configured bitstream).
+
+    They depend only on the layer sizes, the seed and the weight format (width and fraction
+    bits), all of which INFO reports, so they are exact although INFO does not describe the
+    board's whole configuration (see :func:`board_params`).
+    """
+    from .board_top import initial_weights
+    return initial_weights(board_params(info), seed)
+
+
+def start_fresh(link, params):
+    """Put the board in the state of a fresh core with weights ``params``: RESET (stash empty,
+    batch position and counters 0), then LOAD_WEIGHTS. Settings are not changed."""
+    link.reset()
+    load_params(link, params)
 
 
 def threshold_register(threshold, info):
@@ -270,13 +349,17 @@ def _stream(link, images, labels, *, close):
 
 
 def run_schedule(link, images, labels, *, schedule, threshold=0, batch=15, test_images=None,
-                 test_labels=None):
+                 test_labels=None, init=None):
     """Train on ``images``/``labels`` (one epoch, closed) with ``schedule``; then, if given,
-    run the test set in inference mode. ``threshold`` is the register value.
+    run the test set in inference mode. ``threshold`` is the register value. With ``init``
+    (``[(W, b), ...]``) the board starts fresh from those weights (:func:`start_fresh`);
+    without, it continues from its state.
 
     Returns a dict: ``results`` (training: label, prediction, kind, cycles per sample),
     ``counters`` (deltas over the training run), ``predictions`` (test set) and ``accuracy``.
     """
+    if init is not None:
+        start_fresh(link, init)
     link.set_infer(False)
     link.set_schedule(schedule)
     link.set_threshold(threshold)
@@ -335,6 +418,9 @@ def _build_parser():
     p.add_argument("--train", type=int, default=None, help="training samples (default all)")
     p.add_argument("--test", type=int, default=None, help="test samples (default all)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per schedule (default 1)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="weight initialisation seed: every schedule starts from these initial "
+                        "weights, as in python -m specbp_hw.sim (default 0)")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="after the run, read the weights back and save them to FILE (.npz: "
                         "W0, b0, W1, b1, ... as integers, and weight_frac)")
@@ -353,6 +439,8 @@ def main(argv=None, transport=None):
             raise ValueError("--schedules names no schedule")
         if args.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, not {args.epochs}")
+        if args.seed < 0:
+            raise ValueError(f"--seed must be a non-negative integer, not {args.seed}")
         from .data import DataError, resolve
         try:
             ds = resolve(args.data).subset(args.train, args.test)
@@ -370,13 +458,10 @@ def main(argv=None, transport=None):
             raise ValueError(f"the board's network takes {info['layers'][0]} inputs, the data "
                              f"has {ds.train_images.shape[1]} pixels per image")
         print(f"data: {ds.source}")
+        init = initial_params(info, args.seed)
         print(f"board: {'-'.join(map(str, info['layers']))}, {info['inputs']} x "
               f"{info['lanes']} MACs, batch {args.batch}, threshold {args.threshold} "
-              f"(register {thr})")
-        if len(schedules) > 1:
-            print("note: weights carry over from one schedule to the next (the board cannot "
-                  "reload its initial weights); reset the board between runs to compare "
-                  "schedules from the same start")
+              f"(register {thr}), each schedule from the initial weights of seed {args.seed}")
         runs = []
         for s in schedules:
             for e in range(args.epochs):
@@ -385,7 +470,8 @@ def main(argv=None, transport=None):
                 r = run_schedule(link, ds.train_images, ds.train_labels, schedule=s,
                                  threshold=thr, batch=args.batch,
                                  test_images=ds.test_images if last else None,
-                                 test_labels=ds.test_labels if last else None)
+                                 test_labels=ds.test_labels if last else None,
+                                 init=init if e == 0 else None)
                 if runs and runs[-1]["schedule"] == s:
                     prev = runs.pop()
                     r["counters"] = {k: prev["counters"][k] + v

@@ -9,12 +9,13 @@ the start byte and the CRC.
 __all__ = [
     "REQUEST_SOF", "REPLY_SOF", "Cmd", "Status", "STATUS_NAMES", "COUNTER_NAMES",
     "RESULT_BYTES", "COUNTER_BYTES", "STATUS_BYTES", "PROTOCOL_VERSION", "crc16",
-    "encode_request", "encode_reply", "info_bytes", "decode_info",
+    "encode_request", "encode_reply", "info_bytes", "decode_info", "max_request_payload",
+    "load_data_bytes",
 ]
 
 REQUEST_SOF = 0xA5
 REPLY_SOF = 0x5A
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class Cmd:
@@ -24,10 +25,12 @@ class Cmd:
     SET_THRESHOLD = 0x11
     SET_BATCH = 0x12
     SET_INFER = 0x13
+    RESET = 0x14
     UPLOAD = 0x20
     RESULTS = 0x21
     COUNTERS = 0x30
     WEIGHTS = 0x31
+    LOAD_WEIGHTS = 0x32
 
 
 class Status:
@@ -50,6 +53,23 @@ COUNTER_NAMES = ("cycles", "samples", "accepted", "rejected", "fwd_busy", "bwd_b
 COUNTER_BYTES = 6
 RESULT_BYTES = 6     # label, prediction, kind, cycles (3 bytes, little-endian)
 STATUS_BYTES = 16
+
+
+def max_request_payload(n_inputs, inputs_per_cycle, word_bytes):
+    """The longest request payload a board accepts (longer ones get ``bad length``).
+
+    An UPLOAD's ``2 + n_inputs`` bytes (label, flags, pixels); if one weight word, padded to a
+    multiple of ``inputs_per_cycle`` (K) bytes, does not fit in ``n_inputs`` bytes, a
+    LOAD_WEIGHTS frame of one word (``2 + ceil(word_bytes / K) * K`` bytes) instead. At least
+    4 (a WEIGHTS request). Its data (after the 2-byte address) fills the board's sample buffer.
+    """
+    return max(2 + load_data_bytes(n_inputs, inputs_per_cycle, word_bytes), 4)
+
+
+def load_data_bytes(n_inputs, inputs_per_cycle, word_bytes):
+    """The board's sample buffer in bytes: the longest data of a LOAD_WEIGHTS frame."""
+    K = inputs_per_cycle
+    return max(n_inputs, -(-word_bytes // K) * K)
 
 
 def crc16(data, crc=0xFFFF):

@@ -1,16 +1,18 @@
 # amaranth: UnusedElaboratable=no
 """The board top's frame protocol in simulation, over the bit-level UART: settings, replies,
-and corrupt or malformed frames, which get an error reply and change no training state."""
+corrupt or malformed frames, which get an error reply and change no training state, and the
+weight load and core reset that let the host start every schedule from the same state."""
 
 import numpy as np
 import pytest
 
+from golden.fixed import FixedFormat, Q
 from specbp_hw.board_sim import SimulatedBoard
 from specbp_hw.board_top import BoardTop, initial_weights
 from specbp_hw.host import BoardLink
 from specbp_hw.params import CoreParams
 from specbp_hw.protocol import (REQUEST_SOF, Cmd, Status, crc16, decode_info, encode_reply,
-                                encode_request, info_bytes)
+                                encode_request, info_bytes, max_request_payload)
 from specbp_hw.pysim import run_pysim
 
 from test_train import random_data
@@ -22,9 +24,10 @@ DIVISOR = 4
 TIMEOUT = 200
 
 
-def make_board(**kwargs):
-    return SimulatedBoard(BoardTop(PARAMS, DIVISOR, init=INIT, timeout=TIMEOUT, led_hold=4,
-                                   **kwargs))
+def make_board(watch=(), **kwargs):
+    """The tiny board in simulation; ``watch`` names core outputs to sample (``watched``)."""
+    top = BoardTop(PARAMS, DIVISOR, init=INIT, timeout=TIMEOUT, led_hold=4, **kwargs)
+    return SimulatedBoard(top, watch={name: getattr(top.core, name) for name in watch})
 
 
 def frame(cmd, payload=b"", *, length=None):
@@ -203,3 +206,142 @@ def test_platform_top_runs_from_the_pll(board, f_out, cell):
     assert top.board.divisor == round(pll["f_out"] / 115200)
     assert f"cell \\{cell} " in plan.files["top.il"]
     assert "uart_0__rx" in plan.files["top.lpf" if b.device.family == "ecp5" else "top.pcf"]
+
+
+WORD_BYTES = -(-PARAMS.weight_word.size // 8)       # 8: 2 x 2 elements of 16 bits
+MAX_PAYLOAD = max_request_payload(PARAMS.layers[0], PARAMS.inputs, WORD_BYTES)
+
+
+def word_bytes(words):
+    """Weight words (lists of signed elements) as LOAD_WEIGHTS data, as the WEIGHTS reply."""
+    width = PARAMS.fmt.weight.width
+    out = b""
+    for w in words:
+        value = sum((v & ((1 << width) - 1)) << (width * e) for e, v in enumerate(w))
+        out += value.to_bytes(WORD_BYTES, "little")
+    return out
+
+
+def load_frame(addr, data, **kwargs):
+    return frame(Cmd.LOAD_WEIGHTS, addr.to_bytes(2, "little") + data, **kwargs)
+
+
+def test_load_weights_checks_every_frame_before_writing():
+    assert (PARAMS.inputs, WORD_BYTES, MAX_PAYLOAD, PARAMS.depth) == (2, 8, 18, 24)
+    rng = np.random.default_rng(5)
+    lo, hi = PARAMS.fmt.weight.min, PARAMS.fmt.weight.max
+    new = rng.integers(lo, hi + 1, size=(PARAMS.depth, PARAMS.block)).tolist()
+    new[0] = [lo, hi, -1, 0]                            # the extremes and both signs
+    one = word_bytes([[1, 2, 3, 4]])
+    with make_board() as board:
+        link = BoardLink(board)
+        assert link.weights(0, 1) == PARAMS.pack_params(INIT)[:1]
+        # Frames of two words (16 data bytes, the longest) and one at the end of the memory.
+        link.load_weights(0, new)
+        assert link.weights() == new
+        link.load_weights(PARAMS.depth - 1, [[-5, 6, -7, 8]])
+        new[-1] = [-5, 6, -7, 8]
+        assert link.weights(PARAMS.depth - 2, 2) == new[-2:]
+
+        bad = [
+            ("data byte flipped", flip(load_frame(3, one + one), 8), Status.BAD_CRC),
+            ("CRC flipped", flip(load_frame(3, one), 15), Status.BAD_CRC),
+            ("address only", load_frame(3, b""), Status.BAD_LENGTH),
+            ("shorter than K data bytes", load_frame(3, b"\x01"), Status.BAD_LENGTH),
+            ("longer than any command", load_frame(3, one + one + b"\0\0"), Status.BAD_LENGTH),
+            ("no whole word", load_frame(3, one[:6]), Status.BAD_VALUE),
+            ("a partial word after a whole one", load_frame(3, one + one[:2]),
+             Status.BAD_VALUE),
+            ("data not a multiple of K", load_frame(3, one + b"\0"), Status.BAD_VALUE),
+            ("past the end", load_frame(PARAMS.depth - 1, one + one), Status.BAD_VALUE),
+            ("at the end", load_frame(PARAMS.depth, one), Status.BAD_VALUE),
+            ("address 0xFFFF", load_frame(0xFFFF, one), Status.BAD_VALUE),
+        ]
+        got = []
+        for name, raw, status in bad:
+            board.write(raw)
+            got.append((name, link.read_reply(Cmd.LOAD_WEIGHTS)[0]))
+        assert got == [(name, status) for name, _, status in bad]
+        assert link.weights() == new                    # not one word changed
+        st = link.status()
+        assert (st["bad_frames"], st["last_error"]) == (len(bad), Status.BAD_VALUE)
+
+        # Malformed requests are refused by the host before anything is sent.
+        with pytest.raises(ValueError, match="has 3 elements"):
+            link.load_weights(0, [[1, 2, 3]])
+        with pytest.raises(ValueError, match="element 2 is 32768, outside"):
+            link.load_weights(0, [[1, 2, hi + 1, 4]])
+        with pytest.raises(ValueError, match="outside the board's 24"):
+            link.load_weights(PARAMS.depth - 1, [[0] * 4, [0] * 4])
+        assert link.status()["bad_frames"] == len(bad)
+
+
+def test_reset_and_load_refused_while_busy_then_reset_clears_the_core():
+    # A pipelined step that does not close its batch leaves a backward pass pending: the core
+    # is not idle, so RESET and LOAD_WEIGHTS get `busy` and change nothing.
+    n, batch = 4, 4
+    data = random_data(np.random.default_rng(2), n, 16, 4)
+    ref = run_pysim(PARAMS, INIT, data.train_images, data.train_labels, schedule="pipelined",
+                    batch=batch)
+    with make_board(watch=("stash_valid",)) as board:
+        link = BoardLink(board)
+        link.set_schedule("pipelined")
+        link.set_batch(batch)
+        link.set_threshold(77)
+        results = []
+        for i in range(n - 1):
+            link.upload(data.train_images[i], data.train_labels[i])
+        while len(results) < n - 1:
+            results += link.results()
+        assert not link.status()["idle"]
+        assert link.transact(Cmd.RESET)[0] == Status.BUSY
+        assert link.transact(Cmd.LOAD_WEIGHTS, bytes(2) + word_bytes([[9, 9, 9, 9]] * 2)) == \
+            (Status.BUSY, b"")
+        link.upload(data.train_images[-1], data.train_labels[-1], last=True)
+        while len(results) < n:
+            results += link.results()
+        words = link.weights()          # waits for idle
+        before = link.counters()
+        st_before = link.status()
+        stash_before = board.watched["stash_valid"]
+
+        assert link.transact(Cmd.RESET) == (Status.OK, b"")
+        after = link.counters()
+        st = link.status()
+        stash_after = board.watched["stash_valid"]
+        assert link.weights() == words                  # the memories stay
+    # The run equals the core's own: the refused frames changed nothing.
+    assert [r[2] for r in results] == ref.kinds.tolist()
+    assert [r[1] for r in results] == ref.predictions.tolist()
+    assert words == PARAMS.pack_params(ref.params)
+    assert before["samples"] == n and before["step_cycles"] == ref.step_cycles.sum()
+    assert stash_before == sum(1 << int(label) for label in set(data.train_labels))
+    # RESET: every counter restarts (cycles counts from the reset), the stash is empty; the
+    # settings and the link statistics stay.
+    assert stash_after == 0
+    assert {k: v for k, v in after.items() if k != "cycles"} == dict.fromkeys(
+        [k for k in after if k != "cycles"], 0)
+    assert 0 < after["cycles"] < before["cycles"] and after["cycles"] < 2000
+    keep = ("schedule", "batch", "threshold", "infer", "bad_frames", "junk_bytes")
+    assert {k: st[k] for k in keep} == {k: st_before[k] for k in keep} and st["idle"]
+    assert (st["schedule"], st["batch"], st["threshold"]) == (2, batch, 77)
+
+
+@pytest.mark.parametrize("params", [
+    # 12-bit weights, 4 inputs a cycle: 6-byte words, each frame padded with 2 zero bytes.
+    CoreParams(layers=(8, 4, 4), lanes=1, inputs=4, lr=0.05,
+               fmt=FixedFormat(weight=Q(12, 9), max_batch=16)),
+    # A 16-byte word longer than a 2-pixel sample: the sample buffer holds one word.
+    CoreParams(layers=(2, 4, 2), lanes=4, inputs=2, lr=0.05),
+], ids=["padded", "word-longer-than-sample"])
+def test_load_weights_of_other_geometries(params):
+    from specbp_hw.host import initial_params, load_params, read_params
+    with SimulatedBoard(BoardTop(params, DIVISOR, timeout=TIMEOUT)) as board:
+        link = BoardLink(board)
+        init = initial_params(link.info, 5)
+        load_params(link, init)
+        got = read_params(link)
+    nb = link.info["word_bytes"]
+    assert nb % params.inputs or nb > params.layers[0]     # what the case is about
+    for (w1, b1), (w2, b2) in zip(got, initial_weights(params, 5)):
+        assert (w1 == w2).all() and (b1 == b2).all()

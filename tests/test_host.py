@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The host program end to end against the simulated board (UART at bit level): its results
-equal those of driving the core directly; and its command line's one-line errors."""
+equal those of driving the core directly, for every schedule of a sequence (each starts fresh
+from the same initial weights); and its command line's one-line errors."""
 
 import sys
 
@@ -8,8 +9,12 @@ import numpy as np
 import pytest
 
 from specbp_hw import host
-from specbp_hw.host import (BoardLink, format_table, read_params, run_schedule,
-                            threshold_register)
+from specbp_hw.board_top import initial_weights
+from specbp_hw.host import (BoardLink, board_params, format_table, initial_params, read_params,
+                            run_schedule, threshold_register)
+from specbp_hw.params import CoreParams
+from specbp_hw.presets import PRECISIONS
+from specbp_hw.protocol import decode_info, info_bytes
 from specbp_hw.pysim import run_pysim
 
 from test_board_top import INIT, PARAMS, make_board
@@ -109,6 +114,7 @@ def test_cli_board_of_another_network(capsys):
     (["--batch", "0"], "--batch must be from 1 to the board's 16, not 0"),
     (["--threshold", "-1"], "threshold must be between 0 and"),
     (["--epochs", "0"], "--epochs must be at least 1, not 0"),
+    (["--seed", "-1"], "--seed must be a non-negative integer, not -1"),
 ])
 def test_cli_bad_values(capsys, argv, message):
     with make_board() as board:
@@ -144,10 +150,12 @@ def test_serial_transport_over_a_pty():
 
 def test_cli_trains_on_the_simulated_board(capsys, monkeypatch, tmp_path):
     # The whole command line against the tiny simulated board, with a 16-pixel data set in
-    # place of MNIST: the table and the saved weights equal a direct run of the core.
+    # place of MNIST: two schedules one after the other, each from the initial weights of
+    # seed 0 (the board powers on with those of seed 3). Each row of the table, and the
+    # weights saved after the second, equal a direct run of a fresh core from seed 0.
     import specbp_hw.data
-    n = 6
-    data = random_data(np.random.default_rng(3), n, 16, 4, repeat=0.5, n_test=3)
+    n = 12
+    data = random_data(np.random.default_rng(2), n, 16, 4, repeat=0.5, n_test=3)
 
     class Tiny:
         source = "tiny random test data"
@@ -160,21 +168,78 @@ def test_cli_trains_on_the_simulated_board(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(specbp_hw.data, "resolve", lambda path: Tiny())
     out_file = tmp_path / "w.npz"
     with make_board() as board:
-        code, out, err = cli(capsys, "--port", "sim", "--schedules", "serial", "--batch", "3",
-                             "--weights", str(out_file), transport=board)
+        code, out, err = cli(capsys, "--port", "sim", "--schedules", "serial,speculative",
+                             "--threshold", "0.004", "--batch", "3", "--weights",
+                             str(out_file), transport=board)
     assert (code, err) == (0, "")
-    ref = run_pysim(PARAMS, INIT, data.train_images, data.train_labels, schedule="serial",
-                    batch=3)
-    ref_test = run_pysim(PARAMS, ref.params, data.test_images, data.test_labels, infer=True)
-    cycles = ref.step_cycles.sum() + ref.counters["update_cycles"]
-    acc = 100 * (ref_test.predictions == data.test_labels).mean()
-    row = [line for line in out.splitlines() if line.startswith("serial ")][0]
-    assert row.split() == ["serial", str(n), "0", "0", str(cycles), f"{cycles / n:.1f}",
-                           f"{acc:.2f}%"]
+    assert "each schedule from the initial weights of seed 0" in out
+    assert "carry over" not in out
+    init = initial_weights(PARAMS, seed=0)
+    assert not all((w0 == w3).all() for (w0, _), (w3, _) in zip(init, INIT))
+    thr = PARAMS.fmt.threshold_int(0.004, 4)
+    for schedule in ("serial", "speculative"):
+        ref = run_pysim(PARAMS, init, data.train_images, data.train_labels, schedule=schedule,
+                        threshold=thr, batch=3)
+        ref_test = run_pysim(PARAMS, ref.params, data.test_images, data.test_labels,
+                             infer=True)
+        c = ref.counters
+        cycles = ref.step_cycles.sum() + c["update_cycles"]
+        acc = 100 * (ref_test.predictions == data.test_labels).mean()
+        row = [line for line in out.splitlines() if line.startswith(schedule + " ")][0]
+        assert row.split() == [schedule, str(n), str(c["accepted"]), str(c["rejected"]),
+                               str(cycles), f"{cycles / n:.1f}", f"{acc:.2f}%"]
+        if schedule == "speculative":
+            assert c["accepted"] and c["rejected"]
     saved = np.load(out_file)
     assert int(saved["weight_frac"]) == PARAMS.fmt.weight.frac
-    for l, (w, b) in enumerate(ref.params):
+    for l, (w, b) in enumerate(ref.params):       # the second (speculative) run's
         assert (saved[f"W{l}"] == w).all() and (saved[f"b{l}"] == b).all()
+
+
+def test_second_schedule_starts_fresh():
+    # Two schedules one after the other on one board. The first (pipelined, from the power-on
+    # weights) leaves trained weights, a stash and counters; the second, speculative, is
+    # started fresh from other initial weights (run_schedule with ``init``: RESET, then
+    # LOAD_WEIGHTS). It depends on the stash and on the weights, and must equal a run of a
+    # fresh core from those weights, sample by sample.
+    n, batch = 12, 5
+    data = random_data(np.random.default_rng(8), n, 16, 4, repeat=0.5)
+    init = initial_weights(PARAMS, seed=1)
+    thr = PARAMS.fmt.threshold_int(0.004, 4)
+    with make_board() as board:
+        link = BoardLink(board)
+        run_schedule(link, data.train_images[:6], data.train_labels[:6], schedule="pipelined",
+                     batch=batch)
+        run = run_schedule(link, data.train_images, data.train_labels, schedule="speculative",
+                           threshold=thr, batch=batch, init=init)
+        params = read_params(link)
+    ref = run_pysim(PARAMS, init, data.train_images, data.train_labels, schedule="speculative",
+                    threshold=thr, batch=batch)
+    assert {1, 2} <= set(ref.kinds.tolist())
+    results = np.array(run["results"])
+    assert results[:, 2].tolist() == ref.kinds.tolist()
+    assert results[:, 1].tolist() == ref.predictions.tolist()
+    assert results[:, 3].tolist() == ref.step_cycles.tolist()
+    for name in ("samples", "accepted", "rejected", "fwd_busy", "bwd_busy", "update_cycles"):
+        assert run["counters"][name] == ref.counters[name], name
+    for (w1, b1), (w2, b2) in zip(params, ref.params):
+        assert (w1 == w2).all() and (b1 == b2).all()
+
+
+@pytest.mark.parametrize("precision", ["q16", "q14"])
+def test_initial_params_from_info(precision):
+    # INFO carries what the initial weights depend on (layers, weight width and fraction
+    # bits): the host's are the golden model's for the board's own CoreParams.
+    params = CoreParams(layers=(16, 4, 4), lanes=2, inputs=2, fmt=PRECISIONS[precision],
+                        lr=0.05)
+    info = decode_info(info_bytes(params, 16))
+    for seed in (0, 3):
+        got, want = initial_params(info, seed), initial_weights(params, seed)
+        for (w1, b1), (w2, b2) in zip(got, want):
+            assert (w1 == w2).all() and (b1 == b2).all()
+    assert board_params(info).pack_params(got) == params.pack_params(want)
+    assert precision == "q16" or not all(
+        (w1 == w2).all() for (w1, _), (w2, _) in zip(got, initial_weights(PARAMS, 3)))
 
 
 class NoisyLine:

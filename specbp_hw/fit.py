@@ -209,11 +209,12 @@ class Estimate:
 _ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 9257, 886, 174, 1.094
 _ECP5_FF_FIXED, _FF_PER_MAC = 4523, 286
 _ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 6884, 2877
-# The UART host link (board_top.PlatformTop) in place of the wrapper, measured on pool7 (Yosys
-# 0.70, nextpnr 0.11): ULX3S 25F TRELLIS_COMB 5,580 -> 7,129 and TRELLIS_FF 2,897 -> 3,452;
-# iCEBreaker ICESTORM_LC 6,714 -> 8,506 and SB_DFF* 2,877 -> 3,516.
-_LINK_LUTS = {"ecp5": 7129 - 5580, "ice40": 8506 - 6714}
-_LINK_FFS = {"ecp5": 3452 - 2897, "ice40": 3516 - 2877}
+# The UART host link (board_top.PlatformTop, protocol version 2, with the core's weight-write
+# port) in place of the wrapper, measured on pool7 (Yosys 0.70, nextpnr 0.11): ULX3S 25F
+# TRELLIS_COMB 5,580 -> 7,393 and TRELLIS_FF 2,897 -> 3,506; iCEBreaker ICESTORM_LC
+# 6,714 -> 8,645 and SB_DFF* 2,877 -> 3,570.
+_LINK_LUTS = {"ecp5": 7393 - 5580, "ice40": 8645 - 6714}
+_LINK_FFS = {"ecp5": 3506 - 2897, "ice40": 3570 - 2877}
 
 
 def estimate_luts(params, device, *, lr_in_logic=False):

@@ -21,11 +21,11 @@ from .core import COUNTER_WIDTH, TrainingCore, result_layout
 from .params import CoreParams
 from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RESULT_BYTES,
                        STATUS_BYTES, Cmd, Status, info_bytes, load_data_bytes,
-                       max_request_payload)
+                       max_request_payload, weight_word_bytes)
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["BoardTop", "PlatformTop", "RX_FIFO_DEPTH", "crc16_step", "initial_weights",
-           "mul_const"]
+           "mul_const", "sample_buffer_rows"]
 
 RX_FIFO_DEPTH = 16      # received bytes buffered while the engine streams or replies
 
@@ -50,6 +50,13 @@ def mul_const(value, factor):
     it sits on a short path and a DSP there costs more time than an adder)."""
     terms = [value << b for b in range(factor.bit_length()) if factor >> b & 1]
     return sum(terms[1:], terms[0]) if terms else C(0, 1)
+
+
+def sample_buffer_rows(params):
+    """Words (``inputs`` pixels each) of the board's sample buffer: one sample, or one weight
+    word of a LOAD_WEIGHTS frame where that is longer."""
+    K = params.inputs
+    return load_data_bytes(params.layers[0], K, weight_word_bytes(params)) // K
 
 
 def initial_weights(params, seed=0):
@@ -129,7 +136,7 @@ class BoardTop(wiring.Component):
         if params.layers[0] + 2 > 0xFFFF:
             raise ValueError(f"An upload frame of {params.layers[0]} pixels exceeds the "
                              f"protocol's 65535-byte payload")
-        word_bytes = -(-params.weight_word.size // 8)
+        word_bytes = weight_word_bytes(params)
         self._max_payload = max_request_payload(params.layers[0], params.inputs, word_bytes)
         if self._max_payload > 0xFFFF:
             raise ValueError(f"A weight word of {word_bytes} bytes exceeds the protocol's "
@@ -190,8 +197,8 @@ class BoardTop(wiring.Component):
         # The sample being uploaded: one word of K pixels per core beat. A LOAD_WEIGHTS
         # frame's data bytes go here the same way (K bytes a word); ``sbuf_rows`` exceeds
         # ``rows0`` only where one weight word is longer than a sample.
-        word_bytes = -(-p.weight_word.size // 8)
-        sbuf_rows = load_data_bytes(p.layers[0], K, word_bytes) // K
+        word_bytes = weight_word_bytes(p)
+        sbuf_rows = sample_buffer_rows(p)
         m.submodules.sbuf = sbuf = memory.Memory(shape=p.pixel_word, depth=sbuf_rows, init=[])
         sb_w = sbuf.write_port()
         sb_r = sbuf.read_port()     # not transparent: a frame's writes end before streaming

@@ -192,6 +192,16 @@ def resolve_top(board, top, platform=None):
     return top
 
 
+def check_lut_mapping(board, lut_mapping):
+    """Refuse an unknown ``lut_mapping`` or a choice on a non-ECP5 board (BuildError)."""
+    if lut_mapping not in LUT_MAPPINGS:
+        raise BuildError(f"unknown LUT mapping {lut_mapping!r}; choose from "
+                         f"{', '.join(LUT_MAPPINGS)}")
+    if board.device.family != "ecp5" and lut_mapping != "auto":
+        raise BuildError(f"--lut-mapping applies to ECP5 builds only ({board.name} is "
+                         f"{board.device.family})")
+
+
 def _classic_abc(overrides):
     """The Yosys overrides of an ECP5 build with the classic ABC in place of ABC9: synthesis
     up to the LUT mapping, then synth_ecp5's own steps around it with ``abc`` (LUT4 and the
@@ -231,6 +241,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     from .synth_top import SynthWrapper, pll_config
 
     family = board.device.family
+    check_lut_mapping(board, lut_mapping)
     platform = board.platform_class()()
     top_kind = resolve_top(board, top, platform)
     out_dir = Path(out_dir)
@@ -262,12 +273,6 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     if lr_logic:
         # `booth` needs processes lowered first; synthesis repeats `proc` harmlessly.
         overrides["script_after_read"] = "proc\nbooth top.core.upd"
-    if lut_mapping not in LUT_MAPPINGS:
-        raise BuildError(f"unknown LUT mapping {lut_mapping!r}; choose from "
-                         f"{', '.join(LUT_MAPPINGS)}")
-    if family != "ecp5" and lut_mapping != "auto":
-        raise BuildError(f"--lut-mapping applies to ECP5 builds only ({board.name} is "
-                         f"{family})")
 
     def extract(overrides):
         # A platform prepares one design once: a second plan needs a new platform.
@@ -349,9 +354,8 @@ def format_report(r):
         top += (f", {r['baud']} baud, initial weights of seed {r['init_seed']} "
                 f"(train with: python -m specbp_hw.host --port PORT)")
     lines.append(top)
-    if r.get("lut_mapping", "abc9").startswith("abc"):
-        if r["lut_mapping"] != "abc9":
-            lines.append(f"  LUT mapping: {r['lut_mapping']} (the classic ABC, not ABC9)")
+    if r.get("lut_mapping", "abc9") in ("abc", "abc (ABC9 crashed)"):
+        lines.append(f"  LUT mapping: {r['lut_mapping']} (the classic ABC, not ABC9)")
     if "utilization" in r:
         for k, u in r["utilization"].items():
             lines.append(f"  {k:6s} {u['used']:>7} / {u['available']:<7} "
@@ -460,9 +464,7 @@ def main(argv=None):
             raise BuildError("--board is required (or --list, or --verilog FILE)")
         params = core_params(preset)
         top = resolve_top(board, args.top)
-        if args.lut_mapping != "auto" and board.device.family != "ecp5":
-            raise BuildError(f"--lut-mapping applies to ECP5 builds only ({board.name} is "
-                             f"{board.device.family})")
+        check_lut_mapping(board, args.lut_mapping)
         problems = fit_problems(params, board.device, lr_mode=args.lr_multipliers,
                                 link=top == "link")
         if problems and not args.force:

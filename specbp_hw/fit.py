@@ -46,8 +46,8 @@ from golden.fixed import LOG2E
 from .boards import Device
 from .params import CoreParams
 
-__all__ = ["MemoryNeed", "Estimate", "core_memories", "link_memories", "core_multipliers", "bram_blocks",
-           "estimate", "fit_problems", "lr_in_logic", "LR_MULTIPLIERS"]
+__all__ = ["MemoryNeed", "Estimate", "core_memories", "link_memories", "core_multipliers",
+           "bram_blocks", "estimate", "fit_problems", "lr_in_logic", "LR_MULTIPLIERS"]
 
 # (depth, width, needs only one read and one write port)
 _ECP5_CONFIGS = [(16384, 1, False), (8192, 2, False), (4096, 4, False), (2048, 9, False),
@@ -99,11 +99,11 @@ def link_memories(params):
     """The :class:`MemoryNeed` of the host link's memories (:class:`specbp_hw.board_top.BoardTop`
     with its default result buffer): the sample buffer and the storage of its two FIFOs
     (``SyncFIFOBuffered`` of depth ``d`` stores ``d - 1`` entries in a memory)."""
-    from .board_top import BoardTop, RX_FIFO_DEPTH
+    from .board_top import RX_FIFO_DEPTH, BoardTop, sample_buffer_rows
     from .core import result_layout
     p = params
     return [
-        MemoryNeed("link sample buffer", _width(p.pixel_word), p.rows(0), 1, 1),
+        MemoryNeed("link sample buffer", _width(p.pixel_word), sample_buffer_rows(p), 1, 1),
         MemoryNeed("link receive FIFO", 8, RX_FIFO_DEPTH - 1, 1, 1),
         MemoryNeed("link result FIFO", result_layout(p).size,
                    BoardTop.RESULT_DEPTH - 1, 1, 1),

@@ -10,7 +10,7 @@ __all__ = [
     "REQUEST_SOF", "REPLY_SOF", "Cmd", "Status", "STATUS_NAMES", "COUNTER_NAMES",
     "RESULT_BYTES", "COUNTER_BYTES", "STATUS_BYTES", "PROTOCOL_VERSION", "crc16",
     "encode_request", "encode_reply", "info_bytes", "decode_info", "max_request_payload",
-    "load_data_bytes",
+    "load_data_bytes", "weight_word_bytes",
 ]
 
 REQUEST_SOF = 0xA5
@@ -53,6 +53,12 @@ COUNTER_NAMES = ("cycles", "samples", "accepted", "rejected", "fwd_busy", "bwd_b
 COUNTER_BYTES = 6
 RESULT_BYTES = 6     # label, prediction, kind, cycles (3 bytes, little-endian)
 STATUS_BYTES = 16
+
+
+def weight_word_bytes(params):
+    """Bytes of one weight-memory word on the link (WEIGHTS, LOAD_WEIGHTS; ``params`` a
+    CoreParams)."""
+    return -(-params.weight_word.size // 8)
 
 
 def max_request_payload(n_inputs, inputs_per_cycle, word_bytes):
@@ -100,7 +106,7 @@ def info_bytes(params, result_depth):
     for n in params.layers:
         out += [n & 0xFF, n >> 8]
     depth = params.depth
-    word_bytes = -(-params.weight_word.size // 8)
+    word_bytes = weight_word_bytes(params)
     out += [params.lanes, params.inputs, fmt.weight.width, fmt.weight.frac, fmt.prob_frac,
             params.max_batch, params.threshold_width, depth & 0xFF, depth >> 8,
             word_bytes & 0xFF, word_bytes >> 8, result_depth]

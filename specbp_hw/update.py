@@ -113,14 +113,13 @@ class UpdateEngine(wiring.Component):
                             # constants, so it saturates only where they do.
                             c = round(p.clip * (1 << frac))
                             s_k = frac - fmt.update.frac
-                            hi = fmt.update.saturate(round_shift_int(c, s_k))
-                            lo = fmt.update.saturate(round_shift_int(-c, s_k))
+                            r_hi, r_lo = round_shift_int(c, s_k), round_shift_int(-c, s_k)
+                            hi, lo = fmt.update.saturate(r_hi), fmt.update.saturate(r_lo)
                             r = round_shift(g, s_k)
                             rounded = Signal(signed(len(r)), name=f"r{i}_{k}")
                             m.d.comb += rounded.eq(r)
                             inside = rounded
-                            if (round_shift_int(c, s_k) > fmt.update.max
-                                    or round_shift_int(-c, s_k) < fmt.update.min):
+                            if (hi, lo) != (r_hi, r_lo):    # the clip exceeds the format
                                 inside = saturate(rounded, fmt.update)
                             over = Signal(name=f"over{i}_{k}")
                             under = Signal(name=f"under{i}_{k}")

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arith import round_shift, saturate
 from .forward import pixel_value
-from .params import CoreParams, addr_width
+from .params import CoreParams, addr_width, lookahead, next_loader
 
 __all__ = ["BackwardEngine"]
 
@@ -127,21 +127,25 @@ class BackwardEngine(wiring.Component):
                                 m.d.sync += y[j].eq(self.act_rd.data[n][:fmt.prob_frac])
 
         # ---- shared multiplier array ------------------------------------------------------
+        # Its operands are registers (stage 1): the weight word or the inputs ``op_a``, and the
+        # d values of the issued column block ``dsel``.
         mode_grad = Signal()
         op_a = Signal(data.ArrayLayout(signed(max(p.input_width, fmt.weight.width)), K * N))
-        op_d = Signal(data.ArrayLayout(signed(dw), N))
+        dsel = Signal(data.ArrayLayout(signed(dw), N))
         prod = Signal(data.ArrayLayout(signed(op_a.shape().elem_shape.width + dw), K * N))
         for i in range(K * N):
-            m.d.sync += prod[i].eq(op_a[i] * op_d[i % N])
+            m.d.sync += prod[i].eq(op_a[i] * dsel[i % N])
 
-        # Issue-stage counters shared by the delta and gradient phases.
+        # Issue-stage counters shared by the delta and gradient phases. The weights and the
+        # stash pixels are read with the counters' next values, so their words arrive in the
+        # issue cycle (stage 0) and go through a register before the multipliers; the
+        # accumulators are read with ``addr`` itself (their word is needed a stage later).
         layer = Signal(range(L))
         row = Signal(range(max(p.rows(l) for l in range(L)) + 1))
         col = Signal(range(max(p.cols(l) for l in range(L))))
         addr = Signal(range(p.depth))
+        addr_n, row_n, slot_n = (lookahead(m, s) for s in (addr, row, slot))
         issuing = Signal()
-        dsel = Signal(data.ArrayLayout(signed(dw), N))   # d values of the issued column block
-        in1 = Signal(data.ArrayLayout(signed(p.input_width), K))
         v1, v2, v3 = Signal(), Signal(), Signal()
         first1, first2 = Signal(), Signal()
         last1, last2 = Signal(), Signal()
@@ -156,22 +160,32 @@ class BackwardEngine(wiring.Component):
         cols = Array(Const(p.cols(l)) for l in range(L))
 
         m.d.comb += [
-            self.w_rd.addr.eq(addr), self.w_rd.en.eq(1),
+            self.w_rd.addr.eq(addr_n), self.w_rd.en.eq(1),
             self.g_rd.addr.eq(addr), self.g_rd.en.eq(1),
-            self.x_rd.addr.eq(slot * p.rows(0) + Mux(row == p.rows(0), 0, row)),
+            self.x_rd.addr.eq(slot_n * p.rows(0) + Mux(row_n == p.rows(0), 0, row_n)),
             self.x_rd.en.eq(1),
         ]
+        # Stage 0 -> 1: the operands. In the gradient phase every lane of input k multiplies
+        # ``a_k``: a stash pixel (layer 0) or a local activation, 1 on the bias row.
         with m.If(issuing):
             for l in range(L):
                 with m.If(layer == l):
                     dblocks = Array(Cat(*(deltas[l][c * N + n] for n in range(N)))
                                     for c in range(p.cols(l)))
                     m.d.sync += dsel.as_value().eq(dblocks[col])
-                    if l > 0:
-                        for k in range(K):
-                            choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
-                            m.d.sync += in1[k].eq(Mux(row == p.rows(l), 1 if k == 0 else 0,
-                                                      choices[row]))
+            for k in range(K):
+                a_k = Signal(signed(p.input_width), name=f"a{k}")
+                with m.If(layer == 0):
+                    m.d.comb += a_k.eq(Mux(row == p.rows(0), 1 if k == 0 else 0,
+                                           pixel_value(self.x_rd.data[k])))
+                for l in range(1, L):
+                    with m.If(layer == l):
+                        choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
+                        m.d.comb += a_k.eq(Mux(row == p.rows(l), 1 if k == 0 else 0,
+                                               choices[row]))
+                for n in range(N):
+                    m.d.sync += op_a[k * N + n].eq(Mux(mode_grad, a_k,
+                                                       self.w_rd.data[k * N + n]))
         m.d.sync += [
             v1.eq(issuing), first1.eq(col == 0), last1.eq(col == cols[layer] - 1),
             bias1.eq(row == rows[layer]), row1.eq(row), addr1.eq(addr), layer1.eq(layer),
@@ -179,17 +193,6 @@ class BackwardEngine(wiring.Component):
             layer2.eq(layer1), bias2.eq(bias1),
             gdat2.eq(self.g_rd.data),
         ]
-
-        # Operands at stage 1 (memory data valid).
-        m.d.comb += op_d.eq(dsel)
-        for k in range(K):
-            a_k = Signal(signed(p.input_width), name=f"a{k}")
-            with m.If(layer1 == 0):
-                m.d.comb += a_k.eq(Mux(bias1, 1 if k == 0 else 0, pixel_value(self.x_rd.data[k])))
-            with m.Else():
-                m.d.comb += a_k.eq(in1[k])
-            for n in range(N):
-                m.d.comb += op_a[k * N + n].eq(Mux(mode_grad, a_k, self.w_rd.data[k * N + n]))
 
         # ---- delta phase: stage 2 sums over the lanes, stage 3 narrows ---------------------
         eacc_w = op_a.shape().elem_shape.width + dw + (max(p.layers) + 1).bit_length() + 1
@@ -240,14 +243,15 @@ class BackwardEngine(wiring.Component):
             # Taken in IDLE and in DONE, so that a controller may start the next pass in the
             # cycle that reports the end of this one.
             with m.If(self.start):
-                m.d.sync += [slot.eq(self.slot), label.eq(self.label),
+                m.d.comb += slot_n.eq(self.slot)
+                m.d.sync += [label.eq(self.label),
                              do_grad.eq(self.grad), negate.eq(self.negate & ~self.delta),
                              fuse.eq(self.fuse & self.grad), fidx.eq(0)]
                 with m.If(self.delta):
                     m.next = "FETCH"
                 with m.Else():
-                    m.d.sync += [mode_grad.eq(1), layer.eq(0), row.eq(0), col.eq(0),
-                                 addr.eq(0), issuing.eq(1)]
+                    m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0), issuing.eq(1)]
+                    m.d.comb += [row_n.eq(0), addr_n.eq(0)]
                     m.next = "GRAD"
 
         with m.FSM():
@@ -265,16 +269,17 @@ class BackwardEngine(wiring.Component):
                     m.d.sync += deltas[L - 1][j].eq(y[j] - onehot)
                 for j in range(p.classes, p.cols(L - 1) * N):
                     m.d.sync += deltas[L - 1][j].eq(0)
-                m.d.sync += [mode_grad.eq(0), layer.eq(L - 1), row.eq(0), col.eq(0),
-                             addr.eq(p.base(L - 1)), issuing.eq(1)]
+                m.d.sync += [mode_grad.eq(0), layer.eq(L - 1), col.eq(0), issuing.eq(1)]
+                m.d.comb += [row_n.eq(0), addr_n.eq(p.base(L - 1))]
                 m.next = "DELTA"
             with m.State("DELTA"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
                     # Rows of the layer, column blocks inside; the bias row is skipped.
-                    m.d.sync += addr.eq(addr + 1)
+                    m.d.comb += addr_n.eq(addr + 1)
                     with m.If(col == cols[layer] - 1):
-                        m.d.sync += [col.eq(0), row.eq(row + 1)]
+                        m.d.sync += col.eq(0)
+                        m.d.comb += row_n.eq(row + 1)
                         with m.If(row == rows[layer] - 1):
                             m.d.sync += issuing.eq(0)
                     with m.Else():
@@ -282,19 +287,21 @@ class BackwardEngine(wiring.Component):
                 with m.Elif(layer_done):
                     with m.If(layer == 1):
                         with m.If(do_grad):
-                            m.d.sync += [mode_grad.eq(1), layer.eq(0), row.eq(0), col.eq(0),
-                                         addr.eq(0), issuing.eq(1)]
+                            m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0),
+                                         issuing.eq(1)]
+                            m.d.comb += [row_n.eq(0), addr_n.eq(0)]
                             m.next = "GRAD"
                         with m.Else():
                             m.next = "DONE"
                     with m.Else():
                         base = Array(Const(p.base(l)) for l in range(L))
-                        m.d.sync += [layer.eq(layer - 1), row.eq(0), col.eq(0),
-                                     addr.eq(base[layer - 1]), issuing.eq(1)]
+                        m.d.sync += [layer.eq(layer - 1), col.eq(0), issuing.eq(1)]
+                        m.d.comb += [row_n.eq(0), addr_n.eq(base[layer - 1])]
             with m.State("GRAD"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
-                    p.sweep(m, layer, row, col, addr, issuing)
+                    p.sweep(m, layer, row, col, addr, issuing,
+                            next_loader(m, (addr, addr_n), (row, row_n)))
                 with m.Elif(sweep_done):
                     m.next = "DONE"
             with m.State("DONE"):

@@ -16,7 +16,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import round_shift, saturate
-from .params import CoreParams, addr_width
+from .params import CoreParams, addr_width, lookahead
 from .softmax import Softmax
 
 __all__ = ["ForwardEngine"]
@@ -118,52 +118,55 @@ class ForwardEngine(wiring.Component):
         half = Signal()
         stash = Signal()
 
-        # Pipeline registers. Stage 1: memory data valid. Stage 2: products. Stage 3: sums.
+        # The memories are addressed with the issue counters' next values, so a word arrives in
+        # the cycle its address is issued (stage 0) and is registered before it is used.
+        addr_n, row_n, half_n = (lookahead(m, s) for s in (addr, row, half))
+
+        # Pipeline registers. Stage 1: operands. Stage 2: products. Stage 3: sums.
         v1, v2, v3 = Signal(), Signal(), Signal()
         first1, first2 = Signal(), Signal()
         last1, last2 = Signal(), Signal()
-        bias1 = Signal()
         col1, col2, col3 = (Signal.like(col, name=f"col{i}") for i in (1, 2, 3))
-        in1 = Signal(data.ArrayLayout(signed(p.input_width), K))
+        x1 = Signal(data.ArrayLayout(signed(p.input_width), K))
+        w1 = Signal.like(self.w_rd.data)
         prod = Signal(data.ArrayLayout(signed(p.input_width + fmt.weight.width), K * N))
         acc_width = p.input_width + fmt.weight.width + (max(p.layers[:-1]) + 1).bit_length() + 1
         acc = Signal(data.ArrayLayout(signed(acc_width), N))
 
         m.d.comb += [
-            self.w_rd.addr.eq(addr),
+            self.w_rd.addr.eq(addr_n),
             self.w_rd.en.eq(1),
             # The bias row reads word 0 (its data is not used) to stay inside the buffer.
-            self.x_rd.addr.eq(half * p.rows(0) + Mux(row == p.rows(0), 0, row)),
+            self.x_rd.addr.eq(half_n * p.rows(0) + Mux(row_n == p.rows(0), 0, row_n)),
             self.x_rd.en.eq(1),
         ]
 
-        # Stage 1 inputs for hidden layers come from the local activations, registered so that
-        # they arrive with the memory data.
+        # Stage 0 -> 1: the operands. The inputs come from the input buffer's word (layer 0) or
+        # the local activations (hidden layers); the bias row's input is 1.
         with m.If(issuing):
-            for l in range(1, L):
-                with m.If(layer == l):
-                    for k in range(K):
+            m.d.sync += w1.eq(self.w_rd.data)
+            for k in range(K):
+                x = Signal(signed(p.input_width), name=f"x{k}")
+                with m.If(layer == 0):
+                    m.d.comb += x.eq(Mux(row == p.rows(0), (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
+                                         pixel_value(self.x_rd.data[k])))
+                for l in range(1, L):
+                    with m.If(layer == l):
                         choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
-                        m.d.sync += in1[k].eq(Mux(row == p.rows(l),
-                                                  (1 << fmt.act.frac) if k == 0 else 0,
-                                                  choices[row]))
+                        m.d.comb += x.eq(Mux(row == p.rows(l),
+                                             (1 << fmt.act.frac) if k == 0 else 0,
+                                             choices[row]))
+                m.d.sync += x1[k].eq(x)
         m.d.sync += [
-            v1.eq(issuing), first1.eq(row == 0), last1.eq(row == rows[layer]),
-            bias1.eq(row == rows[layer]), col1.eq(col),
+            v1.eq(issuing), first1.eq(row == 0), last1.eq(row == rows[layer]), col1.eq(col),
             v2.eq(v1), first2.eq(first1), last2.eq(last1), col2.eq(col1),
             v3.eq(v2 & last2), col3.eq(col2),
         ]
 
         # Stage 1 -> 2: products.
         for k in range(K):
-            x = Signal(signed(p.input_width), name=f"x{k}")
-            with m.If(layer == 0):
-                m.d.comb += x.eq(Mux(bias1, (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
-                                     pixel_value(self.x_rd.data[k])))
-            with m.Else():
-                m.d.comb += x.eq(in1[k])
             for n in range(N):
-                m.d.sync += prod[k * N + n].eq(x * self.w_rd.data[k * N + n])
+                m.d.sync += prod[k * N + n].eq(x1[k] * w1[k * N + n])
 
         # Stage 2 -> 3: accumulate over rows.
         with m.If(v2):
@@ -218,27 +221,28 @@ class ForwardEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [layer.eq(0), col.eq(0), row.eq(0), addr.eq(p.base(0)),
-                                 slot.eq(self.slot), half.eq(self.half), stash.eq(self.stash),
-                                 issuing.eq(1)]
+                    m.d.comb += [row_n.eq(0), addr_n.eq(p.base(0)), half_n.eq(self.half)]
+                    m.d.sync += [layer.eq(0), col.eq(0), slot.eq(self.slot),
+                                 stash.eq(self.stash), issuing.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
                     with m.If(row == rows[layer]):
-                        m.d.sync += row.eq(0)
+                        m.d.comb += row_n.eq(0)
                         with m.If(col == cols[layer] - 1):
                             m.d.sync += issuing.eq(0)
                         with m.Else():
-                            m.d.sync += [col.eq(col + 1), addr.eq(base[layer] + col + 1)]
+                            m.d.sync += col.eq(col + 1)
+                            m.d.comb += addr_n.eq(base[layer] + col + 1)
                     with m.Else():
-                        m.d.sync += [row.eq(row + 1), addr.eq(addr + cols[layer])]
+                        m.d.comb += [row_n.eq(row + 1), addr_n.eq(addr + cols[layer])]
                 with m.Elif(layer_done):
                     with m.If(layer == L - 1):
                         m.next = "SOFTMAX"
                     with m.Else():
-                        m.d.sync += [layer.eq(layer + 1), col.eq(0), row.eq(0),
-                                     addr.eq(base[layer + 1]), issuing.eq(1)]
+                        m.d.sync += [layer.eq(layer + 1), col.eq(0), issuing.eq(1)]
+                        m.d.comb += [row_n.eq(0), addr_n.eq(base[layer + 1])]
             with m.State("SOFTMAX"):
                 m.d.comb += [self.busy.eq(1), softmax.i.valid.eq(1)]
                 with m.If(softmax.i.ready):

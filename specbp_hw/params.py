@@ -11,12 +11,13 @@ same layout.
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Array, Const, signed, unsigned
+from amaranth.hdl import Array, Const, Signal, signed, unsigned
 from amaranth.lib import data
 
 from golden.fixed import FixedFormat
 
-__all__ = ["CoreParams", "SCHEDULES", "SERIAL", "SPECULATIVE", "PIPELINED", "addr_width"]
+__all__ = ["CoreParams", "SCHEDULES", "SERIAL", "SPECULATIVE", "PIPELINED", "addr_width",
+           "lookahead", "next_loader"]
 
 SERIAL, SPECULATIVE, PIPELINED = 0, 1, 2
 SCHEDULES = {"serial": SERIAL, "speculative": SPECULATIVE, "pipelined": PIPELINED}
@@ -25,6 +26,34 @@ SCHEDULES = {"serial": SERIAL, "speculative": SPECULATIVE, "pipelined": PIPELINE
 def addr_width(depth):
     """Address bits of a memory with ``depth`` words."""
     return max(1, (depth - 1).bit_length())
+
+
+def lookahead(m, reg):
+    """The value the register ``reg`` loads at the next clock edge, as a combinational signal.
+
+    Assign the returned signal (``m.d.comb``) instead of ``reg``: it holds ``reg`` unless
+    assigned, and ``reg`` loads it at every edge. A synchronous read port addressed with it
+    delivers the word at ``reg``'s address in the cycle ``reg`` holds that address, one cycle
+    earlier than a port addressed with ``reg`` itself, so the word can be registered before it
+    is used without a cycle more.
+    """
+    nxt = Signal.like(reg, name=f"{reg.name}_next")
+    m.d.comb += nxt.eq(reg)
+    m.d.sync += reg.eq(nxt)
+    return nxt
+
+
+def next_loader(m, *pairs):
+    """A ``load(reg, value)`` for :meth:`CoreParams.sweep` in an engine with lookahead counters:
+    for each ``(reg, nxt)`` of ``pairs`` (``nxt`` from :func:`lookahead`) it assigns ``nxt``;
+    any other register loads ``value`` at the edge."""
+    def load(reg, value):
+        for r, nxt in pairs:
+            if r is reg:
+                m.d.comb += nxt.eq(value)
+                return
+        m.d.sync += reg.eq(value)
+    return load
 
 
 @dataclass(frozen=True)
@@ -195,28 +224,33 @@ class CoreParams:
 
     # -- gateware helpers ----------------------------------------------------------------------
 
-    def sweep(self, m, layer, row, col, addr, issuing):
+    def sweep(self, m, layer, row, col, addr, issuing, load=None):
         """Advance a linear walk over every weight/accumulator word by one word per cycle.
 
         Words are visited in memory order: layer by layer, rows (the bias row last) and column
         blocks inside. ``issuing`` falls after the last word. Shared by the backward engine's
-        gradient sweep and the update engine.
+        gradient sweep and the update engine. ``load(reg, value)`` loads a counter (default:
+        ``m.d.sync += reg.eq(value)``; an engine that reads memory through :func:`lookahead`
+        assigns the counter's next value instead).
         """
+        if load is None:
+            def load(reg, value):
+                m.d.sync += reg.eq(value)
         rows = Array(Const(self.rows(l)) for l in range(self.n_layers))
         cols = Array(Const(self.cols(l)) for l in range(self.n_layers))
-        m.d.sync += addr.eq(addr + 1)
+        load(addr, addr + 1)
         with m.If(col == cols[layer] - 1):
-            m.d.sync += col.eq(0)
+            load(col, 0)
             with m.If(row == rows[layer]):
-                m.d.sync += row.eq(0)
+                load(row, 0)
                 with m.If(layer == self.n_layers - 1):
-                    m.d.sync += issuing.eq(0)
+                    load(issuing, 0)
                 with m.Else():
-                    m.d.sync += layer.eq(layer + 1)
+                    load(layer, layer + 1)
             with m.Else():
-                m.d.sync += row.eq(row + 1)
+                load(row, row + 1)
         with m.Else():
-            m.d.sync += col.eq(col + 1)
+            load(col, col + 1)
 
     # -- conversions between the golden model's arrays and memory words -----------------------
 

@@ -16,8 +16,9 @@ from specbp_hw.params import CoreParams
 from specbp_hw.testing import pulse_and_wait
 
 
-def run_backward(p, params, image, acts, y, label):
-    """A full pass over one stashed sample, then its undo; accumulators after each, cycles."""
+def run_backward(p, params, image, acts, y, label, image2):
+    """A full pass over one stashed sample, then its undo, then a gradient-only pass over
+    another slot that holds ``image2``; accumulators after each, cycles."""
     m = Module()
     m.submodules.bwd = bwd = BackwardEngine(p)
     m.submodules.weights = weights = memory.Memory(shape=p.weight_word, depth=p.depth,
@@ -36,10 +37,10 @@ def run_backward(p, params, image, acts, y, label):
                  x_rd.addr.eq(bwd.x_rd.addr), bwd.x_rd.data.eq(x_rd.data),
                  a_rd.addr.eq(bwd.act_rd.addr), bwd.act_rd.data.eq(a_rd.data)]
     K, N, rows0, wps = p.inputs, p.lanes, p.rows(0), p.act_words_per_slot
-    slot = p.slots - 1
+    slot, slot2 = p.slots - 1, p.slots - 2
     out = {}
 
-    async def run(ctx, delta, negate):
+    async def run(ctx, delta, negate, slot=slot):
         ctx.set(bwd.slot, slot)
         ctx.set(bwd.label, label)
         ctx.set(bwd.delta, delta)
@@ -51,6 +52,7 @@ def run_backward(p, params, image, acts, y, label):
     async def bench(ctx):
         for r in range(rows0):
             ctx.set(sx.data[slot * rows0 + r], [int(v) for v in image[r * K:(r + 1) * K]])
+            ctx.set(sx.data[slot2 * rows0 + r], [int(v) for v in image2[r * K:(r + 1) * K]])
         values = list(acts) + [y]
         for l, v in enumerate(values):
             padded = list(v) + [0] * (p.act_words(l) * N - len(v))
@@ -58,6 +60,8 @@ def run_backward(p, params, image, acts, y, label):
                 ctx.set(sa.data[slot * wps + p.act_base(l) + c], padded[c * N:(c + 1) * N])
         out["full"] = await run(ctx, delta=1, negate=0)
         out["undo"] = await run(ctx, delta=0, negate=1)
+        # A gradient-only pass reads the slot it is started with from its first word on.
+        out["other"] = await run(ctx, delta=0, negate=0, slot=slot2)
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
@@ -84,15 +88,21 @@ def test_backward_engine_is_bit_exact_and_undo_restores(layers, K, N, fmt):
     params = [(rng.integers(fmt.weight.min, fmt.weight.max, (a, b)),
                rng.integers(fmt.weight.min // 2, fmt.weight.max // 2, b))
               for a, b in zip(layers[:-1], layers[1:])]
-    image = rng.integers(0, 256, size=(1, layers[0]), dtype=np.uint8)
+    image, image2 = rng.integers(0, 256, size=(2, 1, layers[0]), dtype=np.uint8)
     fwd = arith.forward(params, image)
     label = int(rng.integers(0, layers[-1]))
     ref = arith.backward(params, image, fwd.acts, fwd.pos, fwd.y, np.array([label]))
-    got = run_backward(p, params, image[0], [a[0] for a in fwd.acts], fwd.y[0], label)
+    got = run_backward(p, params, image[0], [a[0] for a in fwd.acts], fwd.y[0], label,
+                       image2[0])
     cycles, words = got["full"]
     assert words == p.pack_params(ref)
     assert any(any(w) for w in words)
     assert cycles == CycleModel(p).backward
     cycles, words = got["undo"]
     assert not any(any(w) for w in words)
+    assert cycles == CycleModel(p).undo
+    # The deltas do not depend on the input image: the same ones times image2's pixels.
+    ref2 = arith.backward(params, image2, fwd.acts, fwd.pos, fwd.y, np.array([label]))
+    cycles, words = got["other"]
+    assert words == p.pack_params(ref2)
     assert cycles == CycleModel(p).undo

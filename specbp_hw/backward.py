@@ -144,7 +144,11 @@ class BackwardEngine(wiring.Component):
         row = Signal(range(max(p.rows(l) for l in range(L)) + 1))
         col = Signal(range(max(p.cols(l) for l in range(L))))
         addr = Signal(range(p.depth))
-        addr_n, row_n, slot_n = (lookahead(m, s) for s in (addr, row, slot))
+        addr_n, row_n = lookahead(m, addr), lookahead(m, row)
+        # The slot's first stash pixel word, from a table (not a multiplier): a gradient-only
+        # pass reads it in the cycle it is started, with the slot it is started with.
+        slot_rows = Array(Const(s * p.rows(0)) for s in range(p.slots))
+        x_base = Signal(range(p.slots * p.rows(0)))
         issuing = Signal()
         v1, v2, v3 = Signal(), Signal(), Signal()
         first1, first2 = Signal(), Signal()
@@ -162,7 +166,7 @@ class BackwardEngine(wiring.Component):
         m.d.comb += [
             self.w_rd.addr.eq(addr_n), self.w_rd.en.eq(1),
             self.g_rd.addr.eq(addr), self.g_rd.en.eq(1),
-            self.x_rd.addr.eq(slot_n * p.rows(0) + Mux(row_n == p.rows(0), 0, row_n)),
+            self.x_rd.addr.eq(x_base + Mux(row_n == p.rows(0), 0, row_n)),
             self.x_rd.en.eq(1),
         ]
         # Stage 0 -> 1: the operands. In the gradient phase every lane of input k multiplies
@@ -243,8 +247,9 @@ class BackwardEngine(wiring.Component):
             # Taken in IDLE and in DONE, so that a controller may start the next pass in the
             # cycle that reports the end of this one.
             with m.If(self.start):
-                m.d.comb += slot_n.eq(self.slot)
-                m.d.sync += [label.eq(self.label),
+                m.d.comb += self.x_rd.addr.eq(slot_rows[self.slot])
+                m.d.sync += [slot.eq(self.slot), x_base.eq(slot_rows[self.slot]),
+                             label.eq(self.label),
                              do_grad.eq(self.grad), negate.eq(self.negate & ~self.delta),
                              fuse.eq(self.fuse & self.grad), fidx.eq(0)]
                 with m.If(self.delta):

@@ -94,7 +94,6 @@ class BackwardEngine(wiring.Component):
         K, N, L = p.inputs, p.lanes, p.n_layers
         dw = max(fmt.delta.width, fmt.prob_frac + 1)
 
-        slot = Signal.like(self.slot)
         label = Signal.like(self.label)
         do_grad = Signal()
         negate = Signal()
@@ -113,7 +112,8 @@ class BackwardEngine(wiring.Component):
         fidx = Signal(range(wps + 1))
         fv = Signal()
         fword = Signal(range(wps))
-        m.d.comb += [self.act_rd.addr.eq(slot * wps + fidx), self.act_rd.en.eq(1)]
+        a_base = Signal(range(p.slots * wps))      # the slot's first stash activation word
+        m.d.comb += [self.act_rd.addr.eq(a_base + fidx), self.act_rd.en.eq(1)]
         m.d.sync += fv.eq(0)
         with m.If(fv):
             for l in range(L):
@@ -145,10 +145,7 @@ class BackwardEngine(wiring.Component):
         col = Signal(range(max(p.cols(l) for l in range(L))))
         addr = Signal(range(p.depth))
         addr_n, row_n = lookahead(m, addr), lookahead(m, row)
-        # The slot's first stash pixel word, from a table (not a multiplier): a gradient-only
-        # pass reads it in the cycle it is started, with the slot it is started with.
-        slot_rows = Array(Const(s * p.rows(0)) for s in range(p.slots))
-        x_base = Signal(range(p.slots * p.rows(0)))
+        x_base = Signal(range(p.slots * p.rows(0)))     # the slot's first stash pixel word
         issuing = Signal()
         v1, v2, v3 = Signal(), Signal(), Signal()
         first1, first2 = Signal(), Signal()
@@ -243,13 +240,18 @@ class BackwardEngine(wiring.Component):
         # The gradient sweep's last write is at stage 2; a following pass reads no accumulator
         # before the cycle after it.
         sweep_done = ~(issuing | v1)
+        # Waiting for a start (IDLE, DONE), the engine reads the first stash pixel word of the
+        # slot at its input: a gradient-only pass needs it in its first issue cycle. (Not under
+        # the start condition: the controller decides to start late in the cycle.)
+        x_first = p.slot_bases(p.rows(0))[self.slot]
+
         def accept_start():
             # Taken in IDLE and in DONE, so that a controller may start the next pass in the
             # cycle that reports the end of this one.
+            m.d.comb += self.x_rd.addr.eq(x_first)
             with m.If(self.start):
-                m.d.comb += self.x_rd.addr.eq(slot_rows[self.slot])
-                m.d.sync += [slot.eq(self.slot), x_base.eq(slot_rows[self.slot]),
-                             label.eq(self.label),
+                m.d.sync += [x_base.eq(x_first),
+                             a_base.eq(p.slot_bases(wps)[self.slot]), label.eq(self.label),
                              do_grad.eq(self.grad), negate.eq(self.negate & ~self.delta),
                              fuse.eq(self.fuse & self.grad), fidx.eq(0)]
                 with m.If(self.delta):

@@ -203,7 +203,8 @@ class TrainingCore(wiring.Component):
             w_bw.en.eq(upd.w_wr.en | host_wr),
             bwd.w_rd.data.eq(w_b.data),
             # Accumulators: the backward engine's read-modify-write, or the update's clear.
-            g_r.addr.eq(Mux(updating, upd.g_rd.addr, bwd.g_rd.addr)),
+            # (The update reads its first word in the cycle it is started.)
+            g_r.addr.eq(Mux(updating | upd.start, upd.g_rd.addr, bwd.g_rd.addr)),
             bwd.g_rd.data.eq(g_r.data), upd.g_rd.data.eq(g_r.data),
             g_w.addr.eq(Mux(updating, upd.g_wr.addr, bwd.g_wr.addr)),
             g_w.data.eq(Mux(updating, upd.g_wr.data, bwd.g_wr.data)),
@@ -240,6 +241,7 @@ class TrainingCore(wiring.Component):
         m.d.sync += half_busy.eq((half_busy | half_set) & ~half_clr)
         l_active = Signal()
         l_slot = Signal(range(p.slots))
+        l_base = Signal(range(p.slots * rows0))     # l_slot's first stash pixel word
         l_half = Signal()
         l_count = Signal(range(rows0))
         ready = Signal()            # a loaded sample waits for the controller
@@ -252,13 +254,14 @@ class TrainingCore(wiring.Component):
             m.d.sync += ready.eq(0)
         next_half = Signal()
         with m.If(~l_active & ~ready & (free != 0) & ~half_busy.bit_select(next_half, 1)):
-            m.d.sync += [l_active.eq(1), l_slot.eq(free_lowest), l_half.eq(next_half),
+            m.d.sync += [l_active.eq(1), l_slot.eq(free_lowest),
+                         l_base.eq(p.slot_bases(rows0)[free_lowest]), l_half.eq(next_half),
                          l_count.eq(0), next_half.eq(~next_half)]
             m.d.comb += [free_clr.eq(1 << free_lowest), half_set.eq(1 << next_half)]
         m.d.comb += self.i.ready.eq(l_active)
         m.d.comb += [
             xb_w.addr.eq(l_half * rows0 + l_count), xb_w.data.eq(self.i.payload.pixels),
-            sx_w.addr.eq(l_slot * rows0 + l_count), sx_w.data.eq(self.i.payload.pixels),
+            sx_w.addr.eq(l_base + l_count), sx_w.data.eq(self.i.payload.pixels),
         ]
         with m.If(self.i.valid & self.i.ready):
             m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
@@ -291,8 +294,10 @@ class TrainingCore(wiring.Component):
 
         fused = Signal()    # this step's last backward pass also updated the weights
 
-        def start_bwd(slot, label, delta=1, grad=1, negate=0, fuse=0):
-            return [bwd.start.eq(1), bwd.slot.eq(slot), bwd.label.eq(label),
+        # The backward engine's slot is set by state alone, not under the start conditions: a
+        # gradient-only pass addresses the stash pixels with it in the cycle it is started.
+        def start_bwd(label, delta=1, grad=1, negate=0, fuse=0):
+            return [bwd.start.eq(1), bwd.label.eq(label),
                     bwd.delta.eq(delta), bwd.grad.eq(grad), bwd.negate.eq(negate),
                     bwd.fuse.eq(fuse)]
 
@@ -300,7 +305,7 @@ class TrainingCore(wiring.Component):
             # The step's own, non-speculative backward pass: at a batch boundary it applies
             # the update as it sweeps (fused), so no separate update sweep follows.
             m.d.sync += fused.eq(batch_end)
-            return start_bwd(cur_slot, cur_label, fuse=batch_end)
+            return start_bwd(cur_label, fuse=batch_end)
 
         def both_done():
             """True once both engines have finished the step (each may finish first).
@@ -341,6 +346,8 @@ class TrainingCore(wiring.Component):
                 # A loader that has claimed a slot but received no beat holds no sample.
                 # An open batch is state, not work: its accumulators wait for more samples.
                 m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~pend)
+                m.d.comb += bwd.slot.eq(Mux(self.schedule == PIPELINED, pend_slot,
+                                            slot_of[label_in]))
                 with m.If(ready):
                     m.d.comb += take.eq(1)
                     m.d.sync += [cur_slot.eq(r_slot), cur_half.eq(r_half), cur_label.eq(label_in),
@@ -354,12 +361,12 @@ class TrainingCore(wiring.Component):
                     with m.Elif((self.schedule == SPECULATIVE) & (self.threshold != 0)
                                 & valid.bit_select(label_in, 1)):
                         m.d.comb += start_fwd()
-                        m.d.comb += start_bwd(slot_of[label_in], label_in)
+                        m.d.comb += start_bwd(label_in)
                         m.next = "SPEC"
                     with m.Elif(self.schedule == PIPELINED):
                         m.d.comb += start_fwd()
                         with m.If(pend):
-                            m.d.comb += start_bwd(pend_slot, pend_label)
+                            m.d.comb += start_bwd(pend_label)
                         with m.Else():
                             m.d.sync += bwd_seen.eq(1)
                         m.next = "PIPE"
@@ -371,6 +378,7 @@ class TrainingCore(wiring.Component):
                     m.d.comb += free_set.eq(1 << cur_slot)
                     m.next = "RESULT"
             with m.State("SERIAL_FWD"):
+                m.d.comb += bwd.slot.eq(cur_slot)
                 with m.If(fwd.done):
                     m.d.comb += start_final_bwd()
                     m.next = "BWD"
@@ -378,19 +386,22 @@ class TrainingCore(wiring.Component):
                 with m.If(bwd.done):
                     m.next = "RESULT"
             with m.State("SPEC"):
+                m.d.comb += bwd.slot.eq(spec_slot)
                 done = both_done()   # call once: it emits its own m.If blocks
                 with m.If(done & (dist <= self.threshold)):
                     m.d.sync += kind.eq(ACCEPTED)
                     m.next = "RESULT"
                 with m.Elif(done):
                     m.d.sync += kind.eq(REJECTED)
-                    m.d.comb += start_bwd(spec_slot, cur_label, delta=0, grad=1, negate=1)
+                    m.d.comb += start_bwd(cur_label, delta=0, grad=1, negate=1)
                     m.next = "UNDO"
             with m.State("UNDO"):
+                m.d.comb += bwd.slot.eq(cur_slot)
                 with m.If(bwd.done):
                     m.d.comb += start_final_bwd()
                     m.next = "BWD"
             with m.State("PIPE"):
+                m.d.comb += bwd.slot.eq(cur_slot)
                 with m.If(both_done()):
                     with m.If(batch_end):
                         m.d.comb += start_final_bwd()

@@ -22,11 +22,11 @@ Each memory is mapped the way Yosys' ``memory_libmap`` maps it on the part's blo
 Multipliers. Each engine has ``K x N`` multipliers (forward: input x weight; backward: input or
 weight x delta), the update engine ``K x N`` multiplications by the learning rate (a constant,
 which Yosys still maps to a DSP; where the DSPs do not suffice, the build flow has Yosys build
-them in logic instead, see :func:`lr_in_logic`), the softmax ``2 * ways``, and the stash addresses
-``slot * words`` are products by constants that Yosys maps to DSPs as well (four, unless the
-constants are powers of two). A product with an operand wider than the DSP's (ECP5: 18 bits,
-iCE40: 16) takes several DSPs; Yosys leaves products with an operand (or operand slice) under 2
-bits (iCE40: a result under 11 bits) in logic.
+them in logic instead, see :func:`lr_in_logic`) and the softmax ``2 * ways``. (The stash
+addresses ``slot * words`` come from tables, :meth:`CoreParams.slot_bases`, not products.) A
+product with an operand wider than the DSP's (ECP5: 18 bits, iCE40: 16) takes several DSPs;
+Yosys leaves products with an operand (or operand slice) under 2 bits (iCE40: a result under
+11 bits) in logic.
 
 Logic. A linear estimate in the multiply-accumulate lanes, calibrated on measured builds, see
 :func:`estimate_luts`.
@@ -116,12 +116,7 @@ def core_multipliers(params):
     fmt = p.fmt
     KN = p.block
     dw = max(fmt.delta.width, fmt.prob_frac + 1)
-    slot_bits = (p.slots - 1).bit_length()
-    addresses = [(n, slot_bits, words.bit_length()) for n, words in
-                 (("stash pixel addresses", p.rows(0)), ("stash activation addresses",
-                                                         p.act_words_per_slot))
-                 if words & (words - 1)]      # slot * words: a shift when words is 2**k
-    return [(name, 2, a, b) for name, a, b in addresses] + [
+    return [
         ("forward", KN, p.input_width, fmt.weight.width),
         ("backward", KN, max(p.input_width, fmt.weight.width), dw),
         (LR_MULTIPLIERS, KN, fmt.update.width, fmt.lr_int(p.lr).bit_length() + 1),

@@ -114,7 +114,7 @@ class ForwardEngine(wiring.Component):
         row = Signal(range(max(p.rows(l) for l in range(L)) + 1))
         addr = Signal.like(self.w_rd.addr)
         issuing = Signal()
-        slot = Signal.like(self.slot)
+        a_base = Signal(range(p.slots * p.act_words_per_slot))   # the stash slot's first word
         half = Signal()
         stash = Signal()
 
@@ -193,7 +193,7 @@ class ForwardEngine(wiring.Component):
         with m.If(v3):
             with m.If(hidden_out):
                 m.d.comb += [
-                    self.act_wr.addr.eq(slot * p.act_words_per_slot + act_base[layer] + col3),
+                    self.act_wr.addr.eq(a_base + act_base[layer] + col3),
                     self.act_wr.data.eq(a),
                     self.act_wr.en.eq(stash),
                 ]
@@ -222,7 +222,8 @@ class ForwardEngine(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += [row_n.eq(0), addr_n.eq(p.base(0)), half_n.eq(self.half)]
-                    m.d.sync += [layer.eq(0), col.eq(0), slot.eq(self.slot),
+                    m.d.sync += [layer.eq(0), col.eq(0),
+                                 a_base.eq(p.slot_bases(p.act_words_per_slot)[self.slot]),
                                  stash.eq(self.stash), issuing.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):
@@ -265,7 +266,7 @@ class ForwardEngine(wiring.Component):
                             if c * N + n < p.classes:
                                 m.d.comb += word[n].eq(self.y[c * N + n])
                 m.d.comb += [
-                    self.act_wr.addr.eq(slot * p.act_words_per_slot + p.act_base(L - 1) + y_col),
+                    self.act_wr.addr.eq(a_base + p.act_base(L - 1) + y_col),
                     self.act_wr.data.eq(word),
                     self.act_wr.en.eq(stash),
                 ]

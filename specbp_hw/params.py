@@ -224,6 +224,12 @@ class CoreParams:
 
     # -- gateware helpers ----------------------------------------------------------------------
 
+    def slot_bases(self, words):
+        """``slot * words`` for each stash slot, a table to index with a slot number: the first
+        word of a slot in a memory of ``words`` words per slot. A few LUTs, where the product
+        would take a DSP block and its delay."""
+        return Array(Const(s * words) for s in range(self.slots))
+
     def sweep(self, m, layer, row, col, addr, issuing, load=None):
         """Advance a linear walk over every weight/accumulator word by one word per cycle.
 

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from golden.fixed import round_shift as round_shift_int
 
 from .arith import round_shift, saturate
-from .params import CoreParams, addr_width
+from .params import CoreParams, addr_width, lookahead, next_loader
 
 __all__ = ["UpdateEngine"]
 
@@ -81,8 +81,14 @@ class UpdateEngine(wiring.Component):
         gq2 = Signal(data.ArrayLayout(signed(fmt.update.width), p.block))
         raw3 = Signal(data.ArrayLayout(signed(fmt.update.width + lr.bit_length() + 1), p.block))
 
+        # The accumulators are read with the next address, so that their word is registered
+        # (g1) before the clip; the weights, needed a stage later, with the address itself.
+        addr_n = lookahead(m, addr)
+        g1 = Signal.like(self.g_rd.data)
+        with m.If(issuing):
+            m.d.sync += g1.eq(self.g_rd.data)
         m.d.comb += [self.w_rd.addr.eq(addr), self.w_rd.en.eq(1),
-                     self.g_rd.addr.eq(addr), self.g_rd.en.eq(1)]
+                     self.g_rd.addr.eq(addr_n), self.g_rd.en.eq(1)]
         m.d.sync += [
             v1.eq(issuing), kind1.eq(2 * layer + (row == Array(Const(p.rows(l))
                                                                for l in range(L))[layer])),
@@ -103,7 +109,7 @@ class UpdateEngine(wiring.Component):
             # saturation compare their operand twice) is otherwise emitted once per use.
             g = Signal(p.grad_word.elem_shape, name=f"g{i}")
             with m.If(v1 | self.f_valid):
-                m.d.comb += g.eq(Mux(self.f_valid, self.f_g[i], self.g_rd.data[i]))
+                m.d.comb += g.eq(Mux(self.f_valid, self.f_g[i], g1[i]))
                 with m.Switch(kind_s1):
                     for k, frac in enumerate(kinds):
                         with m.Case(k):
@@ -145,12 +151,13 @@ class UpdateEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [addr.eq(0), layer.eq(0), row.eq(0), col.eq(0), issuing.eq(1)]
+                    m.d.comb += addr_n.eq(0)
+                    m.d.sync += [layer.eq(0), row.eq(0), col.eq(0), issuing.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
-                    p.sweep(m, layer, row, col, addr, issuing)
+                    p.sweep(m, layer, row, col, addr, issuing, next_loader(m, (addr, addr_n)))
                 with m.Elif(~(v1 | v2 | v3)):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"

@@ -286,7 +286,13 @@ class TrainingCore(wiring.Component):
         bwd_seen = Signal()
         step_cycles = Signal(24)
         batch_end = Signal()
-        m.d.comb += batch_end.eq((count + 1 >= self.batch) | cur_last)
+        # ``count + 1 >= batch``, registered: count changes only as the controller leaves
+        # RESULT for WAIT, and batch_end is used only in the states after WAIT, by when the
+        # register has caught up (the compare is then off the paths from the step's end to
+        # the update's start and the fused pass's flags).
+        count_end = Signal()
+        m.d.sync += count_end.eq(count + 1 >= self.batch)
+        m.d.comb += batch_end.eq(count_end | cur_last)
 
         def start_fwd(stash=1):
             return [fwd.start.eq(1), fwd.half.eq(r_half), fwd.slot.eq(r_slot),

@@ -190,13 +190,18 @@ class ForwardEngine(wiring.Component):
                 m.d.comb += a[n].eq(Mux(z[n] > 0, z[n], round_shift(z[n], fmt.leak_shift)))
         hidden_out = Signal()
         m.d.comb += hidden_out.eq(layer != L - 1)
+        # A hidden block goes to the stash a cycle after stage 3, from registers (the local
+        # activations take it at stage 3): no block RAM input on the narrowing's path.
+        v4 = Signal()
+        wr_addr4 = Signal.like(self.act_wr.addr)
+        wr_data4 = Signal.like(self.act_wr.data)
+        m.d.sync += v4.eq(v3 & hidden_out & stash)
+        with m.If(v4):
+            m.d.comb += [self.act_wr.addr.eq(wr_addr4), self.act_wr.data.eq(wr_data4),
+                         self.act_wr.en.eq(1)]
         with m.If(v3):
             with m.If(hidden_out):
-                m.d.comb += [
-                    self.act_wr.addr.eq(a_base + act_base[layer] + col3),
-                    self.act_wr.data.eq(a),
-                    self.act_wr.en.eq(stash),
-                ]
+                m.d.sync += [wr_addr4.eq(a_base + act_base[layer] + col3), wr_data4.eq(a)]
                 for l in range(L - 1):
                     with m.If(layer == l):
                         for c in range(p.cols(l)):

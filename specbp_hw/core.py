@@ -21,6 +21,11 @@ stash pixels (per slot)   write: loader               read: backward engine
 stash activations + y     write: forward engine       read: backward engine
 ========================  ==========================  ===========================================
 
+The engines address the weights, the input buffer, the stash pixels and (update) the
+accumulators with their issue counters' next values (:func:`specbp_hw.params.lookahead`) and
+register each word before the logic that uses it, so no block RAM output drives a multiplier
+or a compare directly; the cycle counts are those of reading with the counters themselves.
+
 Stash slots. There are ``classes + 2`` slots: one per label (its latest sample), one for the
 sample in the forward engine and one being loaded. A label-to-slot table names each label's
 slot. A step writes its own slot while the speculative pass reads the label's old slot, so

@@ -174,7 +174,8 @@ class ForwardEngine(wiring.Component):
                 total = sum(prod[k * N + n] for k in range(K))
                 m.d.sync += acc[n].eq(Mux(first2, 0, acc[n]) + total)
 
-        # Stage 3 -> output: narrow (round to nearest, saturate), leaky ReLU, write the block.
+        # Stage 3: narrow (round to nearest, saturate), leaky ReLU; the block goes to the local
+        # activations (or logits) at once and to the stash a cycle later.
         z = Signal(data.ArrayLayout(signed(fmt.act.width), N))
         a = Signal(data.ArrayLayout(signed(fmt.act.width), N))
         shifts = (fmt.PIXEL_FRAC + fmt.weight.frac - fmt.act.frac,

@@ -186,6 +186,7 @@ class TrainingCore(wiring.Component):
         sa_r = self.stash_act.read_port()
 
         updating = upd.busy
+        in_result = Signal()        # the controller's RESULT state: no engine runs
         host_wr = Signal()          # a host weight write (wr_en while idle)
         m.d.comb += host_wr.eq(self.wr_en & self.idle)
         # Weights port A: update reads during the batch update, host readback when idle,
@@ -208,8 +209,9 @@ class TrainingCore(wiring.Component):
             w_bw.en.eq(upd.w_wr.en | host_wr),
             bwd.w_rd.data.eq(w_b.data),
             # Accumulators: the backward engine's read-modify-write, or the update's clear.
-            # (The update reads its first word in the cycle it is started.)
-            g_r.addr.eq(Mux(updating | upd.start, upd.g_rd.addr, bwd.g_rd.addr)),
+            # The update reads its first word in the cycle it is started (from RESULT, when the
+            # backward engine reads nothing; by state rather than by the start condition).
+            g_r.addr.eq(Mux(updating | in_result, upd.g_rd.addr, bwd.g_rd.addr)),
             bwd.g_rd.data.eq(g_r.data), upd.g_rd.data.eq(g_r.data),
             g_w.addr.eq(Mux(updating, upd.g_wr.addr, bwd.g_wr.addr)),
             g_w.data.eq(Mux(updating, upd.g_wr.data, bwd.g_wr.data)),
@@ -299,9 +301,12 @@ class TrainingCore(wiring.Component):
         m.d.sync += count_end.eq(count + 1 >= self.batch)
         m.d.comb += batch_end.eq(count_end | cur_last)
 
+        # The forward engine's half and slot are the loaded sample's, whether or not it is
+        # started: it addresses the input buffer with them while it waits for a start.
+        m.d.comb += [fwd.half.eq(r_half), fwd.slot.eq(r_slot)]
+
         def start_fwd(stash=1):
-            return [fwd.start.eq(1), fwd.half.eq(r_half), fwd.slot.eq(r_slot),
-                    fwd.stash.eq(stash)]
+            return [fwd.start.eq(1), fwd.stash.eq(stash)]
 
         fused = Signal()    # this step's last backward pass also updated the weights
 
@@ -423,6 +428,7 @@ class TrainingCore(wiring.Component):
                                      pend_label.eq(cur_label)]
                         m.next = "RESULT"
             with m.State("RESULT"):
+                m.d.comb += in_result.eq(1)
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
                     with m.If(kind != INFERENCE):

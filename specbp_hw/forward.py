@@ -226,8 +226,10 @@ class ForwardEngine(wiring.Component):
         y_col = Signal(range(y_words + 1))
         with m.FSM():
             with m.State("IDLE"):
+                # The first words are read whether or not the engine is started (the start
+                # comes late in the cycle): the counters load their first values meanwhile.
+                m.d.comb += [row_n.eq(0), addr_n.eq(p.base(0)), half_n.eq(self.half)]
                 with m.If(self.start):
-                    m.d.comb += [row_n.eq(0), addr_n.eq(p.base(0)), half_n.eq(self.half)]
                     m.d.sync += [layer.eq(0), col.eq(0),
                                  a_base.eq(p.slot_bases(p.act_words_per_slot)[self.slot]),
                                  stash.eq(self.stash), issuing.eq(1)]

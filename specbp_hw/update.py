@@ -150,8 +150,8 @@ class UpdateEngine(wiring.Component):
         m.d.comb += self.done.eq(0)
         with m.FSM():
             with m.State("IDLE"):
+                m.d.comb += addr_n.eq(0)     # the first word is read before the start
                 with m.If(self.start):
-                    m.d.comb += addr_n.eq(0)
                     m.d.sync += [layer.eq(0), row.eq(0), col.eq(0), issuing.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):

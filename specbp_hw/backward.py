@@ -75,8 +75,6 @@ class BackwardEngine(wiring.Component):
             "g_wr": In(memory.WritePort.Signature(addr_width=addr_width(p.depth),
                                                   shape=p.grad_word)),
             # Fused batch boundary: the sweep hands each word's final sums to the update.
-            "fu_rd_valid": Out(1),
-            "fu_rd_addr": Out(range(p.depth)),
             "fu_valid": Out(1),
             "fu_addr": Out(range(p.depth)),
             "fu_kind": Out(range(2 * p.n_layers)),
@@ -227,7 +225,6 @@ class BackwardEngine(wiring.Component):
             m.d.comb += self.fu_g[i].eq(Mux(negate, gdat2[i] - prod[i], gdat2[i] + prod[i]))
             m.d.comb += self.g_wr.data[i].eq(Mux(fuse, 0, self.fu_g[i]))
         m.d.comb += [
-            self.fu_rd_valid.eq(v1 & mode_grad & fuse), self.fu_rd_addr.eq(addr1),
             self.fu_valid.eq(v2 & mode_grad & fuse), self.fu_addr.eq(addr2),
             self.fu_kind.eq(2 * layer2 + bias2),
         ]

@@ -109,9 +109,8 @@ class TrainingCore(wiring.Component):
     rb_addr, rb_data : weight readback (one word, latency 1, valid while ``idle``).
     wr_addr, wr_data, wr_en : In
         Host weight write: with ``wr_en`` the word ``wr_data`` is written to ``wr_addr`` at the
-        clock edge, one word per cycle, honoured only while ``idle`` (ignored otherwise, and
-        in the few cycles after ``idle`` rises in which a fused batch update still writes its
-        last words). With ``wr_en`` low the core behaves exactly as without the port.
+        clock edge, one word per cycle, honoured only while ``idle`` (ignored otherwise).
+        With ``wr_en`` low the core behaves exactly as without the port.
     stash_slot, stash_valid : Out
         The label-to-slot table and which labels have a stash entry.
     cycles, samples, accepted, rejected, fwd_busy, bwd_busy, update_cycles : Out
@@ -196,12 +195,12 @@ class TrainingCore(wiring.Component):
                      upd.f_kind.eq(bwd.fu_kind), upd.f_g.eq(bwd.fu_g)]
         m.d.comb += [
             w_a.addr.eq(Mux(updating, upd.w_rd.addr,
-                            Mux(bwd.fu_rd_valid, bwd.fu_rd_addr,
+                            Mux(bwd.fu_valid, bwd.fu_addr,
                                 Mux(self.idle, self.rb_addr, fwd.w_rd.addr)))),
             fwd.w_rd.data.eq(w_a.data), upd.w_rd.data.eq(w_a.data), self.rb_data.eq(w_a.data),
             # Port B: one address for its read (backward engine) and write (update, host)
-            # sides. The host writes only while idle, when the backward engine reads nothing;
-            # the update's writes (a fused update's last ones may follow idle's rise) win.
+            # sides. The host writes only while idle, when neither the backward engine nor the
+            # update uses the port.
             w_b.addr.eq(Mux(updating | upd.writing, upd.w_wr.addr,
                             Mux(host_wr, self.wr_addr, bwd.w_rd.addr))),
             w_bw.addr.eq(w_b.addr),
@@ -361,7 +360,10 @@ class TrainingCore(wiring.Component):
             with m.State("WAIT"):
                 # A loader that has claimed a slot but received no beat holds no sample.
                 # An open batch is state, not work: its accumulators wait for more samples.
-                m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~pend)
+                # A fused update's last word is written in the first cycle of WAIT (its stage
+                # 3, two cycles after the backward engine is done): idle waits for it.
+                m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~pend
+                                         & ~upd.writing)
                 m.d.comb += bwd.slot.eq(Mux(self.schedule == PIPELINED, pend_slot,
                                             slot_of[label_in]))
                 with m.If(ready):

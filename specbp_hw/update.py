@@ -44,8 +44,8 @@ class UpdateEngine(wiring.Component):
             "w_wr": In(memory.WritePort.Signature(addr_width=aw, shape=p.weight_word)),
             "g_rd": In(memory.ReadPort.Signature(addr_width=aw, shape=p.grad_word)),
             "g_wr": In(memory.WritePort.Signature(addr_width=aw, shape=p.grad_word)),
-            # Fused batch boundary: final sums from the backward engine's sweep (the weight
-            # word is read on w_rd one cycle earlier by the backward engine's address).
+            # Fused batch boundary: final sums from the backward engine's sweep (the core reads
+            # the word's weights on w_rd at f_addr in the f_valid cycle).
             "f_valid": In(1),
             "f_addr": In(range(p.depth)),
             "f_kind": In(range(2 * p.n_layers)),
@@ -73,7 +73,7 @@ class UpdateEngine(wiring.Component):
         col = Signal(range(max(p.cols(l) for l in range(L))))
         issuing = Signal()
         v1, v2, v3 = Signal(), Signal(), Signal()
-        f2, f3 = Signal(), Signal()      # the word came from a fused sweep
+        f1, f2, f3 = Signal(), Signal(), Signal()      # the word came from a fused sweep
         kind1 = Signal(range(len(kinds)))
         addr1, addr2, addr3 = (Signal(range(p.depth), name=f"addr{i}") for i in (1, 2, 3))
         w2 = Signal.like(self.w_rd.data)
@@ -81,24 +81,25 @@ class UpdateEngine(wiring.Component):
         gq2 = Signal(data.ArrayLayout(signed(fmt.update.width), p.block))
         raw3 = Signal(data.ArrayLayout(signed(fmt.update.width + lr.bit_length() + 1), p.block))
 
-        # The accumulators are read with the next address, so that their word is registered
-        # (g1) before the clip; the weights, needed a stage later, with the address itself.
+        # Stage 0 -> 1: the word to update, registered (g1) before the clip. It comes from the
+        # engine's own sweep (the accumulators are read with the next address, so that their
+        # word arrives in its issue cycle) or from a fused sweep (``f_*``). The weights, needed
+        # a stage later, are read with the issue address or, for a fused word, at ``f_addr``.
         addr_n = lookahead(m, addr)
         g1 = Signal.like(self.g_rd.data)
-        with m.If(issuing):
-            m.d.sync += g1.eq(self.g_rd.data)
+        with m.If(issuing | self.f_valid):
+            m.d.sync += g1.as_value().eq(Mux(self.f_valid, self.f_g.as_value(),
+                                             self.g_rd.data.as_value()))
         m.d.comb += [self.w_rd.addr.eq(addr), self.w_rd.en.eq(1),
                      self.g_rd.addr.eq(addr_n), self.g_rd.en.eq(1)]
+        own_kind = 2 * layer + (row == Array(Const(p.rows(l)) for l in range(L))[layer])
         m.d.sync += [
-            v1.eq(issuing), kind1.eq(2 * layer + (row == Array(Const(p.rows(l))
-                                                               for l in range(L))[layer])),
-            addr1.eq(addr), v2.eq(v1 | self.f_valid),
-            addr2.eq(Mux(self.f_valid, self.f_addr, addr1)),
-            f2.eq(self.f_valid), v3.eq(v2), addr3.eq(addr2), f3.eq(f2),
+            v1.eq(issuing | self.f_valid), f1.eq(self.f_valid),
+            kind1.eq(Mux(self.f_valid, self.f_kind, own_kind)),
+            addr1.eq(Mux(self.f_valid, self.f_addr, addr)),
+            v2.eq(v1), addr2.eq(addr1), f2.eq(f1), v3.eq(v2), addr3.eq(addr2), f3.eq(f2),
             w2.eq(self.w_rd.data), w3.eq(w2),
         ]
-        kind_s1 = Signal.like(kind1)
-        m.d.comb += kind_s1.eq(Mux(self.f_valid, self.f_kind, kind1))
         # The stage registers load only when their stage holds a word (clock enables). The
         # engine is idle between batch boundaries, and the compiled simulation (write_cxxrtl
         # -noproc) skips logic under a false condition: the paper core simulates about 1.5x
@@ -108,9 +109,9 @@ class UpdateEngine(wiring.Component):
             # Named intermediates: an expression used several times (the clip and the
             # saturation compare their operand twice) is otherwise emitted once per use.
             g = Signal(p.grad_word.elem_shape, name=f"g{i}")
-            with m.If(v1 | self.f_valid):
-                m.d.comb += g.eq(Mux(self.f_valid, self.f_g[i], g1[i]))
-                with m.Switch(kind_s1):
+            with m.If(v1):
+                m.d.comb += g.eq(g1[i])
+                with m.Switch(kind1):
                     for k, frac in enumerate(kinds):
                         with m.Case(k):
                             # sat(round(clip(g))), with the compares and the rounding side by

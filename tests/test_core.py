@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.sim import Simulator
 
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q
@@ -13,6 +14,7 @@ from golden.train import ACCEPTED, REJECTED, train
 from specbp_hw.core import INFERENCE, TrainingCore
 from specbp_hw.params import CoreParams
 from specbp_hw.pysim import run_pysim
+from specbp_hw.testing import stream_get, stream_put
 
 from test_train import random_data
 
@@ -61,6 +63,49 @@ def test_core_is_bit_exact(layers, K, N, batch, n, thr, schedule):
     assert run.counters["rejected"] == (kinds == REJECTED).sum()
     if schedule == "speculative" and layers == (16, 8, 8, 4):
         assert {ACCEPTED, REJECTED} <= set(kinds.tolist())
+
+
+@pytest.mark.parametrize("schedule", ["serial", "pipelined"])
+def test_idle_waits_for_the_last_weight_write(schedule):
+    """No update write is pending while ``idle`` is high, so a host may read or write the
+    weights from the first idle cycle on; batches end on fused updates, whose last words are
+    written after the backward engine is done. Results are taken as soon as offered."""
+    p = CoreParams(layers=(16, 8, 8, 4), lanes=4, inputs=2, lr=0.05)
+    n = 6
+    data = random_data(np.random.default_rng(1), n, 16, 4, repeat=0.5)
+    core = TrainingCore(p)
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    seen = {"writes": 0, "idle_writes": 0, "idle_after_writes": False}
+
+    async def producer(ctx):
+        ctx.set(core.batch, 3)
+        ctx.set(core.schedule, 0 if schedule == "serial" else 2)
+        for i in range(n):
+            for r in range(p.rows(0)):
+                await stream_put(ctx, core.i, {
+                    "pixels": [int(v) for v in data.train_images[i, 2 * r:2 * r + 2]],
+                    "label": int(data.train_labels[i]), "last": int(i == n - 1)})
+
+    async def monitor(ctx):
+        while True:
+            await ctx.tick()
+            idle, writing = ctx.get(core.idle), ctx.get(core.upd.writing)
+            seen["writes"] += writing
+            seen["idle_writes"] += idle & writing
+            seen["idle_after_writes"] = bool(idle) and seen["writes"] > 0
+
+    async def consumer(ctx):
+        for _ in range(n):
+            await stream_get(ctx, core.o)
+        await ctx.tick().repeat(8)
+
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(monitor, background=True)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert seen["writes"] > 0 and seen["idle_after_writes"]
+    assert seen["idle_writes"] == 0
 
 
 def test_streams_with_random_gaps_and_backpressure():

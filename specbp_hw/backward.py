@@ -245,7 +245,9 @@ class BackwardEngine(wiring.Component):
         def accept_start():
             # Taken in IDLE and in DONE, so that a controller may start the next pass in the
             # cycle that reports the end of this one.
-            m.d.comb += self.x_rd.addr.eq(x_first)
+            # The counters' first values, whether or not a pass starts (a gradient-only pass
+            # issues from word 0, a delta pass sets them again after its fetch).
+            m.d.comb += [self.x_rd.addr.eq(x_first), row_n.eq(0), addr_n.eq(0)]
             with m.If(self.start):
                 m.d.sync += [x_base.eq(x_first),
                              a_base.eq(p.slot_bases(wps)[self.slot]), label.eq(self.label),
@@ -255,7 +257,6 @@ class BackwardEngine(wiring.Component):
                     m.next = "FETCH"
                 with m.Else():
                     m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0), issuing.eq(1)]
-                    m.d.comb += [row_n.eq(0), addr_n.eq(0)]
                     m.next = "GRAD"
 
         with m.FSM():

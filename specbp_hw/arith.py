@@ -2,12 +2,16 @@
 
 Each returns an Amaranth value computing exactly what its namesake in :mod:`golden.fixed` does
 on integers: ``round_shift`` rounds to nearest with ties up (add half, arithmetic shift right),
-``saturate`` clamps to a :class:`golden.fixed.Q` format.
+``saturate`` clamps to a :class:`golden.fixed.Q` format. ``narrow_leaky`` is the forward
+pass's narrowing and leaky ReLU (:func:`golden.fixed_model.leaky` of ``Q.narrow``) in a form
+with less logic depth.
 """
 
-from amaranth.hdl import Mux
+from amaranth.hdl import Mux, Signal
 
-__all__ = ["round_shift", "saturate"]
+from golden.fixed import round_shift as round_shift_int
+
+__all__ = ["round_shift", "saturate", "narrow_leaky"]
 
 
 def round_shift(v, s):
@@ -20,3 +24,34 @@ def round_shift(v, s):
 def saturate(v, q):
     """Clamp ``v`` to the range of the format ``q``."""
     return Mux(v > q.max, q.max, Mux(v < q.min, q.min, v))
+
+
+
+def narrow_leaky(m, v, s, q, leak, name):
+    """``(z, a)``: ``z = saturate(round_shift(v, s), q)`` and its leaky ReLU ``a`` (``z`` where
+    ``z > 0``, else ``round_shift(z, leak)``), for constants ``s >= 1`` and ``leak >= 1``.
+
+    The compares and both roundings work on ``v`` side by side instead of one after another:
+    the saturation and sign tests become compares of ``v`` with constants, and the leaky
+    branch is one rounding of ``v`` (``round_shift(round_shift(v, s), leak)`` equals
+    ``(v + 2**(s-1) + 2**(s+leak-1)) >> (s + leak)``: nested floor divisions). The
+    intermediates are named signals ``{name}_...``, assigned in ``m.d.comb`` in the caller's
+    current control context.
+    """
+    assert s >= 1 and leak >= 1 and q.min < 0 < q.max
+    half = 1 << (s - 1)
+    r = round_shift(v, s)
+    lk = (v + (half + (1 << (s + leak - 1)))) >> (s + leak)
+    rounded = Signal(r.shape(), name=f"{name}_rounded")
+    leaked = Signal(lk.shape(), name=f"{name}_leaked")
+    over, under, pos = (Signal(name=f"{name}_{n}") for n in ("over", "under", "pos"))
+    m.d.comb += [
+        rounded.eq(r),
+        leaked.eq(lk),
+        over.eq(v >= ((q.max + 1) << s) - half),      # round_shift(v, s) > q.max
+        under.eq(v < (q.min << s) - half),            # round_shift(v, s) < q.min
+        pos.eq(v >= (1 << s) - half),                 # round_shift(v, s) > 0
+    ]
+    z = Mux(over, q.max, Mux(under, q.min, rounded))
+    a = Mux(over, q.max, Mux(under, round_shift_int(q.min, leak), Mux(pos, rounded, leaked)))
+    return z, a

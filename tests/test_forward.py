@@ -3,13 +3,14 @@
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 
 from golden.config import TrainConfig
-from golden.fixed import FixedFormat, Q
+from golden.fixed import FixedFormat, Q, round_shift
 from golden.fixed_model import FixedArith
+from specbp_hw.arith import narrow_leaky
 from specbp_hw.cycles import CycleModel
 from specbp_hw.forward import ForwardEngine
 from specbp_hw.params import CoreParams
@@ -86,3 +87,39 @@ def test_forward_engine_is_bit_exact(layers, K, N, fmt, ways, div_bits):
         assert y_stashed == ref.y[i].tolist()
         assert prediction == int(np.argmax(ref.logits[i]))
         assert cycles == model.forward   # start cycle to done cycle, inclusive
+
+
+@pytest.mark.parametrize("width, s, q, leak", [
+    (32, 13, Q(16, 9), 7),      # the paper format's stage 3 (layer 0 aligned to s = 13)
+    (24, 12, Q(16, 9), 7),
+    (20, 1, Q(8, 3), 1),
+    (18, 5, Q(12, 5), 3),
+])
+def test_narrow_leaky_is_saturate_of_round_then_leaky(width, s, q, leak):
+    """The side-by-side form against one step after another, at every boundary (+-3) and
+    at random values of the whole input range."""
+    m = Module()
+    v = Signal(signed(width))
+    z, a = Signal(signed(q.width)), Signal(signed(q.width))
+    z_v, a_v = narrow_leaky(m, v, s, q, leak, "t")
+    m.d.comb += [z.eq(z_v), a.eq(a_v)]
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    half = 1 << (s - 1)
+    edges = [((q.max + 1) << s) - half, (q.min << s) - half, (1 << s) - half, 0, lo, hi]
+    rng = np.random.default_rng(width + s)
+    values = sorted({min(max(e + k, lo), hi) for e in edges for k in range(-3, 4)}
+                    | {int(x) for x in rng.integers(lo, hi, 300)})
+    mismatches = []
+
+    async def bench(ctx):
+        for x in values:
+            ctx.set(v, x)
+            ref_z = q.saturate(round_shift(x, s))
+            ref_a = ref_z if ref_z > 0 else round_shift(ref_z, leak)
+            if (ctx.get(z), ctx.get(a)) != (ref_z, ref_a):
+                mismatches.append((x, ctx.get(z), ctx.get(a), ref_z, ref_a))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert mismatches == []

@@ -26,7 +26,6 @@ def saturate(v, q):
     return Mux(v > q.max, q.max, Mux(v < q.min, q.min, v))
 
 
-
 def narrow_leaky(m, v, s, q, leak, name):
     """``(z, a)``: ``z = saturate(round_shift(v, s), q)`` and its leaky ReLU ``a`` (``z`` where
     ``z > 0``, else ``round_shift(z, leak)``), for constants ``s >= 1`` and ``leak >= 1``.

@@ -15,7 +15,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import narrow_leaky, round_shift, saturate
+from .arith import narrow_leaky
 from .params import CoreParams, addr_width, lookahead
 from .softmax import Softmax
 
@@ -181,28 +181,21 @@ class ForwardEngine(wiring.Component):
         shifts = (fmt.PIXEL_FRAC + fmt.weight.frac - fmt.act.frac,
                   fmt.act.frac + fmt.weight.frac - fmt.act.frac)
         # The layer-0 sum and the hidden layers' differ in fraction bits by d; the one with
-        # fewer is shifted left so that both narrow with one shift s (round_shift(v << d, s)
-        # equals round_shift(v, s - d)), and narrow_leaky does the compares and roundings side
-        # by side. z and a are zero outside stage 3: an AND per bit in hardware, and the
-        # compiled simulation (write_cxxrtl -noproc) skips the lanes on the other cycles.
-        d, s = shifts[0] - shifts[1], max(shifts)
-        side_by_side = s >= 1 and fmt.leak_shift >= 1
+        # fewer is shifted left so that both narrow with one shift s (round_shift(v << k, s)
+        # equals round_shift(v, s - k) for s >= 1; a format whose shifts are below 1 is shifted
+        # further, to s = 1), and narrow_leaky does the compares and roundings side by side.
+        # z and a are zero outside stage 3: an AND per bit in hardware, and the compiled
+        # simulation (write_cxxrtl -noproc) skips the lanes on the other cycles.
+        d = shifts[0] - shifts[1]
+        extra = max(0, 1 - max(shifts))
+        s = max(shifts) + extra
         for n in range(N):
             with m.If(v3):
-                if side_by_side:
-                    aligned = Signal(signed(acc_width + abs(d)), name=f"aligned{n}")
-                    m.d.comb += aligned.eq(Mux(layer == 0, acc[n] << max(0, -d),
-                                               acc[n] << max(0, d)))
-                    z_n, a_n = narrow_leaky(m, aligned, s, fmt.act, fmt.leak_shift,
-                                            f"narrow{n}")
-                    m.d.comb += [z[n].eq(z_n), a[n].eq(a_n)]
-                else:   # formats with a shift below 1: one step after another
-                    rounded = Signal(signed(acc_width), name=f"rounded{n}")
-                    m.d.comb += rounded.eq(Mux(layer == 0, round_shift(acc[n], shifts[0]),
-                                               round_shift(acc[n], shifts[1])))
-                    m.d.comb += z[n].eq(saturate(rounded, fmt.act))
-                    m.d.comb += a[n].eq(Mux(z[n] > 0, z[n],
-                                            round_shift(z[n], fmt.leak_shift)))
+                aligned = Signal(signed(acc_width + abs(d) + extra), name=f"aligned{n}")
+                m.d.comb += aligned.eq(Mux(layer == 0, acc[n] << (max(0, -d) + extra),
+                                           acc[n] << (max(0, d) + extra)))
+                z_n, a_n = narrow_leaky(m, aligned, s, fmt.act, fmt.leak_shift, f"narrow{n}")
+                m.d.comb += [z[n].eq(z_n), a[n].eq(a_n)]
         hidden_out = Signal()
         m.d.comb += hidden_out.eq(layer != L - 1)
         # A hidden block goes to the stash a cycle after stage 3, from registers (the local

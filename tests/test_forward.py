@@ -62,6 +62,8 @@ def run_forward(p, params, images):
                                    prob_frac=11, exp_frac=12, recip_frac=14, exp_index_bits=6,
                                    update=Q(12, 8), max_batch=16), 1, 1),
     ((16, 8, 5), 2, 8, FixedFormat(weight=Q(18, 15), act=Q(18, 10), max_batch=16), 5, 3),
+    # Integer weights: both narrowing shifts are below 1 (-1 and 0).
+    ((16, 8, 5), 2, 4, FixedFormat(weight=Q(8, 0), max_batch=16), 1, 1),
 ])
 def test_forward_engine_is_bit_exact(layers, K, N, fmt, ways, div_bits):
     p = CoreParams(layers=layers, lanes=N, inputs=K, fmt=fmt, lr=0.05, softmax_ways=ways,

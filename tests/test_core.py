@@ -12,7 +12,7 @@ from golden.fixed import FixedFormat, Q
 from golden.fixed_model import FixedArith
 from golden.train import ACCEPTED, REJECTED, train
 from specbp_hw.core import INFERENCE, TrainingCore
-from specbp_hw.params import CoreParams
+from specbp_hw.params import SCHEDULES, CoreParams
 from specbp_hw.pysim import run_pysim
 from specbp_hw.testing import stream_get, stream_put
 
@@ -80,7 +80,7 @@ def test_idle_waits_for_the_last_weight_write(schedule):
 
     async def producer(ctx):
         ctx.set(core.batch, 3)
-        ctx.set(core.schedule, 0 if schedule == "serial" else 2)
+        ctx.set(core.schedule, SCHEDULES[schedule])
         for i in range(n):
             for r in range(p.rows(0)):
                 await stream_put(ctx, core.i, {

@@ -3,7 +3,8 @@
 Each returns an Amaranth value computing exactly what its namesake in :mod:`golden.fixed` does
 on integers: ``round_shift`` rounds to nearest with ties up (add half, arithmetic shift right),
 ``saturate`` clamps to a :class:`golden.fixed.Q` format. ``narrow_leaky`` is the forward
-pass's narrowing and leaky ReLU (:func:`golden.fixed_model.leaky` of ``Q.narrow``) in a form
+pass's narrowing and leaky ReLU (:func:`golden.fixed_model.leaky` of ``Q.narrow``) and
+``narrow_scaled`` the backward pass's narrowing and its scaling by the leak, both in a form
 with less logic depth.
 """
 
@@ -11,7 +12,7 @@ from amaranth.hdl import Mux, Signal
 
 from golden.fixed import round_shift as round_shift_int
 
-__all__ = ["round_shift", "saturate", "narrow_leaky"]
+__all__ = ["round_shift", "saturate", "narrow_leaky", "narrow_scaled"]
 
 
 def round_shift(v, s):
@@ -26,17 +27,11 @@ def saturate(v, q):
     return Mux(v > q.max, q.max, Mux(v < q.min, q.min, v))
 
 
-def narrow_leaky(m, v, s, q, leak, name):
-    """``(z, a)``: ``z = saturate(round_shift(v, s), q)`` and its leaky ReLU ``a`` (``z`` where
-    ``z > 0``, else ``round_shift(z, leak)``), for constants ``s >= 1`` and ``leak >= 1``.
-
-    The compares and both roundings work on ``v`` side by side instead of one after another:
-    the saturation and sign tests become compares of ``v`` with constants, and the leaky
-    branch is one rounding of ``v`` (``round_shift(round_shift(v, s), leak)`` equals
-    ``(v + 2**(s-1) + 2**(s+leak-1)) >> (s + leak)``: nested floor divisions). The
-    intermediates are named signals ``{name}_...``, assigned in ``m.d.comb`` in the caller's
-    current control context.
-    """
+def _narrow_parts(m, v, s, q, leak, name):
+    """The side-by-side pieces of ``saturate(round_shift(v, s), q)`` and of its rounding by
+    ``leak``: ``rounded``, ``leaked`` (``round_shift(round_shift(v, s), leak)`` is
+    ``(v + 2**(s-1) + 2**(s+leak-1)) >> (s + leak)``: nested floor divisions) and the tests
+    ``over``, ``under`` and ``pos`` of the rounded value, as compares of ``v`` with constants."""
     assert s >= 1 and leak >= 1 and q.min < 0 < q.max
     half = 1 << (s - 1)
     r = round_shift(v, s)
@@ -51,6 +46,28 @@ def narrow_leaky(m, v, s, q, leak, name):
         under.eq(v < (q.min << s) - half),            # round_shift(v, s) < q.min
         pos.eq(v >= (1 << s) - half),                 # round_shift(v, s) > 0
     ]
+    return rounded, leaked, over, under, pos
+
+
+def narrow_leaky(m, v, s, q, leak, name):
+    """``(z, a)``: ``z = saturate(round_shift(v, s), q)`` and its leaky ReLU ``a`` (``z`` where
+    ``z > 0``, else ``round_shift(z, leak)``), for constants ``s >= 1`` and ``leak >= 1``.
+
+    The compares and both roundings work on ``v`` side by side instead of one after another
+    (:func:`_narrow_parts`). The intermediates are named signals ``{name}_...``, assigned in
+    ``m.d.comb`` in the caller's current control context.
+    """
+    rounded, leaked, over, under, pos = _narrow_parts(m, v, s, q, leak, name)
     z = Mux(over, q.max, Mux(under, q.min, rounded))
     a = Mux(over, q.max, Mux(under, round_shift_int(q.min, leak), Mux(pos, rounded, leaked)))
     return z, a
+
+
+def narrow_scaled(m, v, s, q, leak, name):
+    """``(z, zl)``: ``z = saturate(round_shift(v, s), q)`` and ``zl = round_shift(z, leak)``,
+    for constants ``s >= 1`` and ``leak >= 1``, side by side as in :func:`narrow_leaky` (the
+    backward pass picks one of them by the sign of a stored activation)."""
+    rounded, leaked, over, under, _ = _narrow_parts(m, v, s, q, leak, name)
+    z = Mux(over, q.max, Mux(under, q.min, rounded))
+    zl = Mux(over, round_shift_int(q.max, leak), Mux(under, round_shift_int(q.min, leak), leaked))
+    return z, zl

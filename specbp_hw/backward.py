@@ -24,7 +24,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import round_shift, saturate
+from .arith import narrow_scaled
 from .forward import pixel_value
 from .params import CoreParams, addr_width, lookahead, next_loader
 
@@ -202,20 +202,22 @@ class BackwardEngine(wiring.Component):
                 m.d.sync += eacc[k].eq(Mux(first2, 0, eacc[k]) + total)
         m.d.sync += [v3.eq(v2 & last2 & ~mode_grad), row3.eq(row2)]
         # The delta of layer l-1 from e = W_l d_l: d_l has prob_frac fraction bits at the
-        # output layer, delta.frac elsewhere.
+        # output layer, delta.frac elsewhere. narrow_scaled computes e and its leaky scaling
+        # side by side; a shift below 1 is aligned to s = 1 first (round_shift(v << j, s)
+        # equals round_shift(v, s - j) for s >= 1).
         for l in range(1, L):
             f_d = fmt.prob_frac if l == L - 1 else fmt.delta.frac
             shift = fmt.weight.frac + f_d - fmt.delta.frac
+            extra = max(0, 1 - shift)
             with m.If(v3 & (layer == l)):
                 for k in range(K):
-                    e = Signal(signed(fmt.delta.width), name=f"e{l}_{k}")
-                    m.d.comb += e.eq(saturate(round_shift(eacc[k], shift), fmt.delta))
+                    e, e_leak = narrow_scaled(m, eacc[k] << extra, shift + extra, fmt.delta,
+                                              fmt.leak_shift, f"e{l}_{k}")
                     for r in range(p.rows(l)):
                         with m.If(row3 == r):
                             i = r * K + k
                             pos = acts[l - 1][i] > 0
-                            m.d.sync += deltas[l - 1][i].eq(
-                                Mux(pos, e, round_shift(e, fmt.leak_shift)))
+                            m.d.sync += deltas[l - 1][i].eq(Mux(pos, e, e_leak))
 
         # ---- gradient phase: stage 2 read-modify-write --------------------------------------
         # With ``fuse`` (the last pass of a batch) the final sums go to the update engine and

@@ -79,6 +79,10 @@ def run_backward(p, params, image, acts, y, label, image2):
                                    update=Q(12, 8), max_batch=16)),
     ((16, 8, 5), 2, 8, FixedFormat(weight=Q(18, 15), act=Q(18, 10), delta=Q(18, 14),
                                    prob_frac=16, max_batch=16)),
+    # Integer weights: the delta shifts are 0 (hidden) and prob_frac - delta.frac = -1
+    # (output), aligned to 1 before the narrowing.
+    ((16, 8, 5), 2, 4, FixedFormat(weight=Q(8, 0), delta=Q(16, 13), prob_frac=12,
+                                   max_batch=16)),
 ])
 def test_backward_engine_is_bit_exact_and_undo_restores(layers, K, N, fmt):
     p = CoreParams(layers=layers, lanes=N, inputs=K, fmt=fmt, lr=0.05)

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q, round_shift
 from golden.fixed_model import FixedArith
-from specbp_hw.arith import narrow_leaky
+from specbp_hw.arith import narrow_leaky, narrow_scaled
 from specbp_hw.cycles import CycleModel
 from specbp_hw.forward import ForwardEngine
 from specbp_hw.params import CoreParams
@@ -97,17 +97,21 @@ def test_forward_engine_is_bit_exact(layers, K, N, fmt, ways, div_bits):
     (20, 1, Q(8, 3), 1),
     (18, 5, Q(12, 5), 3),
 ])
-def test_narrow_leaky_is_saturate_of_round_then_leaky(width, s, q, leak):
-    """The side-by-side form against one step after another, at every boundary (+-3) and
-    at random values of the whole input range."""
+def test_narrowings_are_saturate_of_round_then_leaky(width, s, q, leak):
+    """The side-by-side forms (narrow_leaky of the forward pass, narrow_scaled of the
+    backward pass) against one step after another, at every boundary (+-3) and at random
+    values of the whole input range."""
     m = Module()
     v = Signal(signed(width))
-    z, a = Signal(signed(q.width)), Signal(signed(q.width))
+    z, a, z2, zl = (Signal(signed(q.width)) for _ in range(4))
     z_v, a_v = narrow_leaky(m, v, s, q, leak, "t")
-    m.d.comb += [z.eq(z_v), a.eq(a_v)]
+    z2_v, zl_v = narrow_scaled(m, v, s, q, leak, "u")
+    m.d.comb += [z.eq(z_v), a.eq(a_v), z2.eq(z2_v), zl.eq(zl_v)]
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     half = 1 << (s - 1)
-    edges = [((q.max + 1) << s) - half, (q.min << s) - half, (1 << s) - half, 0, lo, hi]
+    step = 1 << (s + leak - 1)   # the leaked rounding's steps are at -half - step + 2j*step
+    edges = [((q.max + 1) << s) - half, (q.min << s) - half, (1 << s) - half, 0, lo, hi,
+             -half - step, -half + step]
     rng = np.random.default_rng(width + s)
     values = sorted({min(max(e + k, lo), hi) for e in edges for k in range(-3, 4)}
                     | {int(x) for x in rng.integers(lo, hi, 300)})
@@ -117,9 +121,11 @@ def test_narrow_leaky_is_saturate_of_round_then_leaky(width, s, q, leak):
         for x in values:
             ctx.set(v, x)
             ref_z = q.saturate(round_shift(x, s))
-            ref_a = ref_z if ref_z > 0 else round_shift(ref_z, leak)
-            if (ctx.get(z), ctx.get(a)) != (ref_z, ref_a):
-                mismatches.append((x, ctx.get(z), ctx.get(a), ref_z, ref_a))
+            ref_zl = round_shift(ref_z, leak)
+            ref_a = ref_z if ref_z > 0 else ref_zl
+            got = ctx.get(z), ctx.get(a), ctx.get(z2), ctx.get(zl)
+            if got != (ref_z, ref_a, ref_z, ref_zl):
+                mismatches.append((x, got, (ref_z, ref_a, ref_z, ref_zl)))
 
     sim = Simulator(m)
     sim.add_testbench(bench)

@@ -50,10 +50,14 @@ TOPS = {"link": "training core + UART host link",
 BAUD = 115200
 
 # LUT mapping on ECP5 (--lut-mapping). Yosys 0.70's ABC9 (synth_ecp5's default) fails an
-# assertion in its reintegration on some netlists (docs/BUILD.md, Known problems); the classic
-# ABC maps the same netlist. `auto` uses ABC9 and falls back to the classic ABC on that crash.
+# assertion in its reintegration when a wire `x` and a wider wire `x[i]` both cross the
+# mapping: it rebuilds `x` from one-bit pieces named `x[i]` and finds the other wire under that
+# name. Amaranth names the elements of array views that way (`wr_data` and `wr_data[0]`), so
+# before synthesis the flow gives every wire whose name ends in `]` a private name
+# (docs/BUILD.md, Known problems). `auto` still falls back to the classic ABC if ABC9 crashes.
 LUT_MAPPINGS = ("auto", "abc9", "abc")
 _ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
+_HIDE_ELEMENT_NAMES = "rename -hide w:*]"
 INIT_SEED = 0       # the initial weights of a link bitstream: the simulator's default seed
 
 
@@ -270,9 +274,14 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     if family == "ice40":
         overrides["synth_opts"] = "-dsp -spram"
     lr_logic = lr_in_logic(params, board.device, lr_mode)
+    after_read = []
     if lr_logic:
         # `booth` needs processes lowered first; synthesis repeats `proc` harmlessly.
-        overrides["script_after_read"] = "proc\nbooth top.core.upd"
+        after_read += ["proc", "booth top.core.upd"]
+    if family == "ecp5":
+        after_read.append(_HIDE_ELEMENT_NAMES)     # see LUT_MAPPINGS
+    if after_read:
+        overrides["script_after_read"] = "\n".join(after_read)
 
     def extract(overrides):
         # A platform prepares one design once: a second plan needs a new platform.

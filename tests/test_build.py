@@ -241,6 +241,9 @@ def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
                         pnr=False, top="core", log=lambda msg: None)
     assert r["lut_mapping"] == "abc (ABC9 crashed)" and len(scripts) == 2
     assert "synth_ecp5  -top top" in scripts[0] or "synth_ecp5 -top top" in scripts[0]
+    # Both runs hide the array elements' wire names (`x[i]` beside `x`) before synthesis.
+    for script in scripts:
+        assert script.index("rename -hide w:*]") < script.index("synth_ecp5")
     for step in ("synth_ecp5 -run :map_luts -top top", "abc -lut 4:7",
                  "synth_ecp5 -run map_cells: -top top", "stat -json"):
         assert step in scripts[1]
@@ -318,6 +321,8 @@ def test_build_small_preset_ecp5(capsys, tmp_path):
         assert key in r
     assert (r["board"], r["device"], r["target_mhz"], r["top"]) == ("ulx3s-25f", "LFE5U-25F",
                                                                    50, "link")
+    # With the array elements' names hidden, Yosys' ABC9 maps the LUTs (no fallback).
+    assert r["lut_mapping"] == "abc9"
     assert r["fmax_mhz"] > 10
     for res in ("logic", "ff", "bram", "dsp"):
         assert 0 < r["utilization"][res]["used"] <= r["utilization"][res]["available"]

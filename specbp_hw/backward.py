@@ -25,7 +25,6 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import narrow_scaled
-from .forward import pixel_value
 from .params import CoreParams, addr_width, lookahead, next_loader
 
 __all__ = ["BackwardEngine"]
@@ -69,7 +68,7 @@ class BackwardEngine(wiring.Component):
             "act_rd": In(memory.ReadPort.Signature(
                 addr_width=addr_width(p.slots * p.act_words_per_slot), shape=p.act_word)),
             "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.slots * p.rows(0)),
-                                                 shape=p.pixel_word)),
+                                                 shape=p.value_word)),
             "g_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
                                                  shape=p.grad_word)),
             "g_wr": In(memory.WritePort.Signature(addr_width=addr_width(p.depth),
@@ -176,7 +175,7 @@ class BackwardEngine(wiring.Component):
                 a_k = Signal(signed(p.input_width), name=f"a{k}")
                 with m.If(layer == 0):
                     m.d.comb += a_k.eq(Mux(row == p.rows(0), 1 if k == 0 else 0,
-                                           pixel_value(self.x_rd.data[k])))
+                                           self.x_rd.data[k]))
                 for l in range(1, L):
                     with m.If(layer == l):
                         choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))

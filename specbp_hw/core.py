@@ -25,6 +25,8 @@ The engines address the weights, the input buffer, the stash pixels and (update)
 accumulators with their issue counters' next values (:func:`specbp_hw.params.lookahead`) and
 register each word before the logic that uses it, so no block RAM output drives a multiplier
 or a compare directly; the cycle counts are those of reading with the counters themselves.
+The input buffer and the stash pixels hold u0.8 values (:attr:`CoreParams.value_word`): the
+loader converts each pixel as it writes it, so the engines use the words as they are read.
 
 Stash slots. There are ``classes + 2`` slots: one per label (its latest sample), one for the
 sample in the forward engine and one being loaded. A label-to-slot table names each label's
@@ -44,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from .backward import BackwardEngine
 from .cycles import CycleModel
-from .forward import ForwardEngine
+from .forward import ForwardEngine, pixel_value
 from .params import PIPELINED, SPECULATIVE, CoreParams, addr_width
 from .update import UpdateEngine
 
@@ -151,8 +153,8 @@ class TrainingCore(wiring.Component):
         self.weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                      init=self._init or [])
         self.grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[])
-        self.xbuf = memory.Memory(shape=p.pixel_word, depth=2 * p.rows(0), init=[])
-        self.stash_x = memory.Memory(shape=p.pixel_word, depth=p.slots * p.rows(0), init=[])
+        self.xbuf = memory.Memory(shape=p.value_word, depth=2 * p.rows(0), init=[])
+        self.stash_x = memory.Memory(shape=p.value_word, depth=p.slots * p.rows(0), init=[])
         self.stash_act = memory.Memory(shape=p.act_word, depth=p.slots * p.act_words_per_slot,
                                        init=[])
 
@@ -265,9 +267,13 @@ class TrainingCore(wiring.Component):
                          l_count.eq(0), next_half.eq(~next_half)]
             m.d.comb += [free_clr.eq(1 << free_lowest), half_set.eq(1 << next_half)]
         m.d.comb += self.i.ready.eq(l_active)
+        # Both memories hold the pixels as u0.8 values, converted here.
+        values = Signal(p.value_word)
+        m.d.comb += [values[k].eq(pixel_value(self.i.payload.pixels[k]))
+                     for k in range(p.inputs)]
         m.d.comb += [
-            xb_w.addr.eq(l_half * rows0 + l_count), xb_w.data.eq(self.i.payload.pixels),
-            sx_w.addr.eq(l_base + l_count), sx_w.data.eq(self.i.payload.pixels),
+            xb_w.addr.eq(l_half * rows0 + l_count), xb_w.data.eq(values),
+            sx_w.addr.eq(l_base + l_count), sx_w.data.eq(values),
         ]
         with m.If(self.i.valid & self.i.ready):
             m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]

@@ -81,8 +81,8 @@ def core_memories(params):
     mems = [
         MemoryNeed("weights", _width(p.weight_word), p.depth, 2, 1),
         MemoryNeed("grads", _width(p.grad_word), p.depth, 1, 1),
-        MemoryNeed("xbuf", _width(p.pixel_word), 2 * p.rows(0), 1, 1),
-        MemoryNeed("stash_x", _width(p.pixel_word), p.slots * p.rows(0), 1, 1),
+        MemoryNeed("xbuf", _width(p.value_word), 2 * p.rows(0), 1, 1),
+        MemoryNeed("stash_x", _width(p.value_word), p.slots * p.rows(0), 1, 1),
         MemoryNeed("stash_act", _width(p.act_word), p.slots * p.act_words_per_slot, 1, 1),
     ]
     ways = p.softmax_ways
@@ -154,7 +154,9 @@ def bram_blocks(mem, device):
     """Block RAMs of ``mem`` on ``device`` (0 when Yosys puts it in distributed RAM).
 
     Yosys' ``memory_libmap`` takes the cheapest mapping by the costs in its library files:
-    128 per DP16KD and 4 per ``TRELLIS_DPR16X4`` on ECP5.
+    128 per DP16KD and 4 per ``TRELLIS_DPR16X4`` on ECP5. On iCE40 the count is an upper bound
+    for a width the EBR does not have (the 9-bit pixel values): Yosys may pack such words more
+    tightly with the EBR's bit write masks (the stash pixels of ``pool7``: 2 EBR, not 3).
     """
     if device.family == "ecp5":
         # A ROM's two read ports fit one block; a memory with a write port is stored once per

@@ -50,7 +50,8 @@ class ForwardEngine(wiring.Component):
     w_rd : In(ReadPort.Signature)
         Weight memory read port (synchronous, latency 1).
     x_rd : In(ReadPort.Signature)
-        Input buffer read port: word ``half * rows_0 + r`` holds pixels ``r*K .. r*K+K-1``.
+        Input buffer read port: word ``half * rows_0 + r`` holds pixels ``r*K .. r*K+K-1`` as
+        u0.8 values (:func:`pixel_value`).
     act_wr : In(WritePort.Signature)
         Stash activation memory write port (word = N values).
     """
@@ -76,7 +77,7 @@ class ForwardEngine(wiring.Component):
             "w_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
                                                  shape=p.weight_word)),
             "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(2 * p.rows(0)),
-                                                 shape=p.pixel_word)),
+                                                 shape=p.value_word)),
             "act_wr": In(memory.WritePort.Signature(
                 addr_width=addr_width(p.slots * p.act_words_per_slot), shape=p.act_word)),
         })
@@ -149,7 +150,7 @@ class ForwardEngine(wiring.Component):
                 x = Signal(signed(p.input_width), name=f"x{k}")
                 with m.If(layer == 0):
                     m.d.comb += x.eq(Mux(row == p.rows(0), (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
-                                         pixel_value(self.x_rd.data[k])))
+                                         self.x_rd.data[k]))
                 for l in range(1, L):
                     with m.If(layer == l):
                         choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))

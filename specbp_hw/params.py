@@ -212,7 +212,15 @@ class CoreParams:
 
     @property
     def pixel_word(self):
+        """A word of the input stream: K uint8 pixels."""
         return data.ArrayLayout(unsigned(8), self.inputs)
+
+    @property
+    def value_word(self):
+        """A word of the input buffer and the stash pixels: K pixels as u0.8 values
+        (``p + (p >> 7)``, 0..256: 9 bits), converted as a sample is loaded, so that no
+        engine has an adder behind these memories' outputs."""
+        return data.ArrayLayout(unsigned(9), self.inputs)
 
     @property
     def act_word(self):

@@ -26,7 +26,7 @@ class RtlRun:
     step_cycles: np.ndarray
     counters: dict
     grads: list = None    # accumulator words at the end (all zero after a closing update)
-    stash: dict = None    # label -> (pixels, hidden activations per layer, y) of valid labels
+    stash: dict = None    # label -> (u0.8 pixel values, hidden activations per layer, y)
     seconds: float = 0.0  # wall time until idle (the ``cycles`` counter's span)
 
 

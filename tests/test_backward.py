@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q
-from golden.fixed_model import FixedArith
+from golden.fixed_model import FixedArith, pixels
 from specbp_hw.backward import BackwardEngine
 from specbp_hw.cycles import CycleModel
 from specbp_hw.params import CoreParams
@@ -24,7 +24,7 @@ def run_backward(p, params, image, acts, y, label, image2):
     m.submodules.weights = weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                                    init=p.pack_params(params))
     m.submodules.grads = grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[])
-    m.submodules.sx = sx = memory.Memory(shape=p.pixel_word, depth=p.slots * p.rows(0),
+    m.submodules.sx = sx = memory.Memory(shape=p.value_word, depth=p.slots * p.rows(0),
                                          init=[])
     m.submodules.sa = sa = memory.Memory(shape=p.act_word,
                                          depth=p.slots * p.act_words_per_slot, init=[])
@@ -51,8 +51,9 @@ def run_backward(p, params, image, acts, y, label, image2):
 
     async def bench(ctx):
         for r in range(rows0):
-            ctx.set(sx.data[slot * rows0 + r], [int(v) for v in image[r * K:(r + 1) * K]])
-            ctx.set(sx.data[slot2 * rows0 + r], [int(v) for v in image2[r * K:(r + 1) * K]])
+            ctx.set(sx.data[slot * rows0 + r], [int(v) for v in pixels(image[r * K:(r + 1) * K])])
+            ctx.set(sx.data[slot2 * rows0 + r],
+                    [int(v) for v in pixels(image2[r * K:(r + 1) * K])])
         values = list(acts) + [y]
         for l, v in enumerate(values):
             padded = list(v) + [0] * (p.act_words(l) * N - len(v))

@@ -94,13 +94,14 @@ def test_dsps_per_multiplier(a, b, family, dsps):
 
 def test_ice40_estimate_matches_the_measured_pool7_synthesis():
     # Measured (Yosys 0.70 synth_ice40 -dsp, learning-rate product in logic): 15 SB_RAM40_4K,
-    # 5 SB_MAC16.
+    # 5 SB_MAC16. The estimate counts one EBR more: the stash's 588 x 9-bit pixel values take
+    # 3 EBR in any one configuration, and Yosys packs them into 2 with the bit write masks.
     est = estimate(core_params("pool7"), DEVICES["iCE40UP5K"], lr_in_logic=True)
-    assert (est.bram, est.dsps) == (15, 5)
+    assert (est.bram, est.dsps) == (15 + 1, 5)
     # With the host link and the product in a DSP: 20 SB_RAM40_4K (the sample buffer and
-    # each FIFO in EBR: 1 + 1 + 3), 6 SB_MAC16.
+    # each FIFO in EBR: 1 + 1 + 3), 6 SB_MAC16; again one EBR counted more.
     est = estimate(core_params("pool7"), DEVICES["iCE40UP5K"], link=True)
-    assert (est.bram, est.dsps) == (20, 6)
+    assert (est.bram, est.dsps) == (20 + 1, 6)
 
 
 def test_lr_multipliers_move_to_logic_only_when_dsps_are_short():
@@ -124,7 +125,7 @@ def no_build(monkeypatch):
 
 
 @pytest.mark.parametrize("board, extra, problem, hint", [
-    ("icebreaker", [], "block RAM: 338 EBR needed", "no preset fits this part"),
+    ("icebreaker", [], "block RAM: 344 EBR needed", "no preset fits this part"),
     ("orangecrab-25f", [], "block RAM: 133 DP16KD needed", "preset 'h8-n8' fits"),
     ("ulx3s-25f", [], "block RAM: 134 DP16KD needed", "preset 'h8-n8' fits"),
     ("ulx3s-85f", [], "logic: about 86157 LUTs needed (estimate), 83640 available",
@@ -360,6 +361,7 @@ def test_synthesis_only_ice40(capsys, tmp_path):
     assert status == 0, err
     r = json.loads(report_path.read_text())
     assert r["device"] == "iCE40UP5K" and "SB_PLL40_PAD" in r["yosys_cells"]
-    assert r["yosys_cells"]["SB_RAM40_4K"] == r["estimate"]["bram"]
+    # The estimate's EBR count is an upper bound here (fit.bram_blocks): one more than Yosys'.
+    assert r["yosys_cells"]["SB_RAM40_4K"] == r["estimate"]["bram"] - 1
     assert r["yosys_cells"]["SB_MAC16"] == r["estimate"]["dsps"]
     assert "SB_LUT4" in out and "fmax_mhz" not in r

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q
-from golden.fixed_model import FixedArith
+from golden.fixed_model import FixedArith, pixels as fixed_pixels
 from golden.train import ACCEPTED, REJECTED, train
 from specbp_hw.core import INFERENCE, TrainingCore
 from specbp_hw.params import SCHEDULES, CoreParams
@@ -208,7 +208,7 @@ def test_open_batch_accumulators_and_stash_are_bit_exact(schedule, thr):
     assert run.grads == expected
     assert sorted(run.stash) == np.flatnonzero(ref.stash.valid).tolist()
     for label, (pixels, acts, y) in run.stash.items():
-        assert pixels == ref.stash.x[label].tolist()
+        assert pixels == fixed_pixels(ref.stash.x[label]).tolist()     # stored as u0.8 values
         for a, ref_a in zip(acts, ref.stash.acts):
             assert a == ref_a[label].tolist()
         assert y == ref.stash.y[label].tolist()

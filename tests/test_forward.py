@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q, round_shift
-from golden.fixed_model import FixedArith
+from golden.fixed_model import FixedArith, pixels
 from specbp_hw.arith import narrow_leaky, narrow_scaled
 from specbp_hw.cycles import CycleModel
 from specbp_hw.forward import ForwardEngine
@@ -23,7 +23,7 @@ def run_forward(p, params, images):
     m.submodules.fwd = fwd = ForwardEngine(p)
     m.submodules.weights = weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                                    init=p.pack_params(params))
-    m.submodules.xbuf = xbuf = memory.Memory(shape=p.pixel_word, depth=2 * p.rows(0), init=[])
+    m.submodules.xbuf = xbuf = memory.Memory(shape=p.value_word, depth=2 * p.rows(0), init=[])
     m.submodules.acts = acts = memory.Memory(shape=p.act_word,
                                              depth=p.slots * p.act_words_per_slot, init=[])
     w_rd, x_rd, a_wr = weights.read_port(), xbuf.read_port(), acts.write_port()
@@ -38,7 +38,8 @@ def run_forward(p, params, images):
         for i, image in enumerate(images):
             half, slot = i % 2, i % p.slots
             for r in range(rows0):
-                ctx.set(xbuf.data[half * rows0 + r], [int(v) for v in image[r * K:(r + 1) * K]])
+                ctx.set(xbuf.data[half * rows0 + r],
+                        [int(v) for v in pixels(image[r * K:(r + 1) * K])])
             ctx.set(fwd.half, half)
             ctx.set(fwd.slot, slot)
             ctx.set(fwd.stash, 1)

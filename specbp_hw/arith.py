@@ -2,7 +2,8 @@
 
 Each returns an Amaranth value computing exactly what its namesake in :mod:`golden.fixed` does
 on integers: ``round_shift`` rounds to nearest with ties up (add half, arithmetic shift right),
-``saturate`` clamps to a :class:`golden.fixed.Q` format. ``narrow_leaky`` is the forward
+``saturate`` clamps to a :class:`golden.fixed.Q` format. ``pixel_value`` is the input
+conversion of :func:`golden.fixed_model.pixels`. ``narrow_leaky`` is the forward
 pass's narrowing and leaky ReLU (:func:`golden.fixed_model.leaky` of ``Q.narrow``) and
 ``narrow_scaled`` the backward pass's narrowing and its scaling by the leak, both in a form
 with less logic depth.
@@ -12,7 +13,13 @@ from amaranth.hdl import Mux, Signal
 
 from golden.fixed import round_shift as round_shift_int
 
-__all__ = ["round_shift", "saturate", "narrow_leaky", "narrow_scaled"]
+__all__ = ["pixel_value", "round_shift", "saturate", "narrow_leaky", "narrow_scaled"]
+
+
+def pixel_value(p):
+    """The u0.8 input of a uint8 pixel ``p`` (:func:`golden.fixed_model.pixels`):
+    ``p + (p >> 7)`` = round(256 p / 255), 9 bits."""
+    return p + p[7]
 
 
 def round_shift(v, s):

@@ -44,9 +44,10 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import pixel_value
 from .backward import BackwardEngine
 from .cycles import CycleModel
-from .forward import ForwardEngine, pixel_value
+from .forward import ForwardEngine
 from .params import PIPELINED, SPECULATIVE, CoreParams, addr_width
 from .update import UpdateEngine
 

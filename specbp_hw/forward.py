@@ -22,11 +22,6 @@ from .softmax import Softmax
 __all__ = ["ForwardEngine"]
 
 
-def pixel_value(p):
-    """u0.8 input from a uint8 pixel: ``p + (p >> 7)`` = round(256 p / 255)."""
-    return p + p[7]
-
-
 class ForwardEngine(wiring.Component):
     """Forward passes over the sample in one half of the input buffer.
 
@@ -51,7 +46,7 @@ class ForwardEngine(wiring.Component):
         Weight memory read port (synchronous, latency 1).
     x_rd : In(ReadPort.Signature)
         Input buffer read port: word ``half * rows_0 + r`` holds pixels ``r*K .. r*K+K-1`` as
-        u0.8 values (:func:`pixel_value`).
+        u0.8 values (:func:`specbp_hw.arith.pixel_value`).
     act_wr : In(WritePort.Signature)
         Stash activation memory write port (word = N values).
     """

@@ -6,14 +6,16 @@ on integers: ``round_shift`` rounds to nearest with ties up (add half, arithmeti
 conversion of :func:`golden.fixed_model.pixels`. ``narrow_leaky`` is the forward
 pass's narrowing and leaky ReLU (:func:`golden.fixed_model.leaky` of ``Q.narrow``) and
 ``narrow_scaled`` the backward pass's narrowing and its scaling by the leak, both in a form
-with less logic depth.
+with less logic depth. ``clip_narrow`` is the update's clip and narrowing of a gradient whose
+fraction bits depend on its layer, one circuit for every layer.
 """
 
-from amaranth.hdl import Mux, Signal
+from amaranth.hdl import Array, Const, Mux, Signal, signed
 
 from golden.fixed import round_shift as round_shift_int
 
-__all__ = ["pixel_value", "round_shift", "saturate", "narrow_leaky", "narrow_scaled"]
+__all__ = ["pixel_value", "round_shift", "saturate", "narrow_leaky", "narrow_scaled",
+           "clip_narrow"]
 
 
 def pixel_value(p):
@@ -78,3 +80,45 @@ def narrow_scaled(m, v, s, q, leak, name):
     z = Mux(over, q.max, Mux(under, q.min, rounded))
     zl = Mux(over, round_shift_int(q.max, leak), Mux(under, round_shift_int(q.min, leak), leaked))
     return z, zl
+
+
+def clip_narrow(m, v, sel, cases, q, name):
+    """``saturate(round_shift(clip(v, -c, c), s), q)`` with ``(c, s) = cases[sel]``: constants
+    ``c >= 0`` and ``s`` for each value of the signal ``sel``.
+
+    One circuit serves every case, instead of one per case and a choice among their results:
+    a single rounding adder (``v + 2**(s-1)``, the addend chosen by ``sel``; a shift below 1
+    is aligned as in :func:`narrow_scaled`) followed by a choice of the shift, and one pair of
+    compares of ``v`` with the chosen ``c`` and ``-c``. A clipped value's result is a constant
+    of its case. The intermediates are named signals ``{name}_...``, assigned in ``m.d.comb``
+    in the caller's current control context.
+    """
+    assert cases and all(c >= 0 for c, _ in cases)
+    align = max(0, -min(s for _, s in cases))
+    shifts = [s + align for _, s in cases]          # round_shift(v << align, t) for t >= 0
+    his, los = [], []
+    for c, s in cases:
+        his.append(q.saturate(round_shift_int(c, s)))
+        los.append(q.saturate(round_shift_int(-c, s)))
+    # Without saturation, an unclipped value's rounding lies between its case's constants.
+    needs_sat = any(h != round_shift_int(c, s) or lo != round_shift_int(-c, s)
+                    for (c, s), h, lo in zip(cases, his, los))
+
+    def table(values):
+        width = max(int(x).bit_length() for x in values) + 1
+        return Array(Const(int(x), signed(width)) for x in values)[sel]
+
+    total = Signal(signed(len(v) + align + 1), name=f"{name}_total")
+    rounded = Signal(signed(len(total)), name=f"{name}_rounded")
+    over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
+    m.d.comb += [
+        total.eq((v << align) + table([(1 << (t - 1)) if t > 0 else 0 for t in shifts])),
+        over.eq(v > table([c for c, _ in cases])),
+        under.eq(v < table([-c for c, _ in cases])),
+    ]
+    with m.Switch(sel):
+        for i, t in enumerate(shifts):
+            with m.Case(i):
+                m.d.comb += rounded.eq(total >> t)
+    inside = saturate(rounded, q) if needs_sat else rounded
+    return Mux(over, table(his), Mux(under, table(los), inside))

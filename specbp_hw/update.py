@@ -9,9 +9,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.fixed import round_shift as round_shift_int
-
-from .arith import round_shift, saturate
+from .arith import clip_narrow, round_shift, saturate
 from .params import CoreParams, addr_width, lookahead, next_loader
 
 __all__ = ["UpdateEngine"]
@@ -104,34 +102,13 @@ class UpdateEngine(wiring.Component):
         # engine is idle between batch boundaries, and the compiled simulation (write_cxxrtl
         # -noproc) skips logic under a false condition: the paper core simulates about 1.5x
         # faster for it.
+        # Stage 1: clip to +-clip, round to the update format: one circuit for every kind of
+        # parameter, its constants chosen by the kind (clip_narrow).
+        cases = [(round(p.clip * (1 << frac)), frac - fmt.update.frac) for frac in kinds]
         for i in range(p.block):
-            # Stage 1: clip to +-clip, round to the update format.
-            # Named intermediates: an expression used several times (the clip and the
-            # saturation compare their operand twice) is otherwise emitted once per use.
-            g = Signal(p.grad_word.elem_shape, name=f"g{i}")
             with m.If(v1):
-                m.d.comb += g.eq(g1[i])
-                with m.Switch(kind1):
-                    for k, frac in enumerate(kinds):
-                        with m.Case(k):
-                            # sat(round(clip(g))), with the compares and the rounding side by
-                            # side rather than one after the other: a clipped word's result is
-                            # a constant, and an unclipped one's rounding stays within the
-                            # constants, so it saturates only where they do.
-                            c = round(p.clip * (1 << frac))
-                            s_k = frac - fmt.update.frac
-                            r_hi, r_lo = round_shift_int(c, s_k), round_shift_int(-c, s_k)
-                            hi, lo = fmt.update.saturate(r_hi), fmt.update.saturate(r_lo)
-                            r = round_shift(g, s_k)
-                            rounded = Signal(signed(len(r)), name=f"r{i}_{k}")
-                            m.d.comb += rounded.eq(r)
-                            inside = rounded
-                            if (hi, lo) != (r_hi, r_lo):    # the clip exceeds the format
-                                inside = saturate(rounded, fmt.update)
-                            over = Signal(name=f"over{i}_{k}")
-                            under = Signal(name=f"under{i}_{k}")
-                            m.d.comb += [over.eq(g > c), under.eq(g < -c)]
-                            m.d.sync += gq2[i].eq(Mux(over, hi, Mux(under, lo, inside)))
+                m.d.sync += gq2[i].eq(clip_narrow(m, g1[i], kind1, cases, fmt.update,
+                                                  f"gq{i}"))
             # Stage 2: times the learning rate.
             with m.If(v2):
                 m.d.sync += raw3[i].eq(gq2[i] * lr)

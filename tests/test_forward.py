@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q, round_shift
 from golden.fixed_model import FixedArith, pixels
-from specbp_hw.arith import narrow_leaky, narrow_scaled
+from specbp_hw.arith import clip_narrow, narrow_leaky, narrow_scaled
 from specbp_hw.cycles import CycleModel
 from specbp_hw.forward import ForwardEngine
 from specbp_hw.params import CoreParams
@@ -127,6 +127,53 @@ def test_narrowings_are_saturate_of_round_then_leaky(width, s, q, leak):
             got = ctx.get(z), ctx.get(a), ctx.get(z2), ctx.get(zl)
             if got != (ref_z, ref_a, ref_z, ref_zl):
                 mismatches.append((x, got, (ref_z, ref_a, ref_z, ref_zl)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert mismatches == []
+
+
+def _update_cases(fracs, clip, q):
+    return [(round(clip * (1 << f)), f - q.frac) for f in fracs]
+
+
+@pytest.mark.parametrize("width, cases, q", [
+    # The paper format's update: six kinds of parameters (weights and biases of three layers).
+    (36, _update_cases([20, 12, 21, 12, 24, 15], 5.0, Q(16, 12)), Q(16, 12)),
+    # A clip beyond the format (saturation), and shifts below 1 (aligned).
+    (36, _update_cases([20, 12, 24, 15], 5.0, Q(12, 11)), Q(12, 11)),
+    (24, _update_cases([10, 14, 12, 9], 0.02, Q(16, 12)), Q(16, 12)),
+    (20, [(0, 3), (7, 1), (100, 0)], Q(8, 3)),
+])
+def test_clip_narrow_is_saturate_of_round_of_clip(width, cases, q):
+    """The update's clip and narrowing (one circuit for all its cases) against clip, round and
+    saturate one after another, for each case at every boundary (+-3) and at random values."""
+    m = Module()
+    v = Signal(signed(width))
+    sel = Signal(range(len(cases)))
+    out = Signal(signed(q.width))
+    m.d.comb += out.eq(clip_narrow(m, v, sel, cases, q, "t"))
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    rng = np.random.default_rng(width + len(cases))
+    mismatches = []
+
+    def ref(x, c, s):
+        return q.saturate(round_shift(min(max(x, -c), c), s))
+
+    async def bench(ctx):
+        for i, (c, s) in enumerate(cases):
+            half = (1 << (s - 1)) if s > 0 else 0
+            edges = [c, -c, 0, lo, hi, ((q.max + 1) << max(s, 0)) - half,
+                     (q.min << max(s, 0)) - half, (1 << max(s, 0)) - half]
+            values = sorted({min(max(e + k, lo), hi) for e in edges for k in range(-3, 4)}
+                            | {int(x) for x in rng.integers(lo, hi, 200)}
+                            | {int(x) for x in rng.integers(-2 * c - 8, 2 * c + 8, 200)})
+            ctx.set(sel, i)
+            for x in values:
+                ctx.set(v, x)
+                if ctx.get(out) != ref(x, c, s):
+                    mismatches.append((i, x, ctx.get(out), ref(x, c, s)))
 
     sim = Simulator(m)
     sim.add_testbench(bench)

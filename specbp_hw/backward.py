@@ -221,9 +221,12 @@ class BackwardEngine(wiring.Component):
         # ---- gradient phase: stage 2 read-modify-write --------------------------------------
         # With ``fuse`` (the last pass of a batch) the final sums go to the update engine and
         # the accumulators are cleared in the same write: no separate update sweep.
+        # Subtracting is adding the complement and a carry in: one adder, not an adder, a
+        # subtracter and a choice between them (Yosys makes the 1-bit term its carry input).
         m.d.comb += [self.g_wr.addr.eq(addr2), self.g_wr.en.eq(v2 & mode_grad)]
         for i in range(K * N):
-            m.d.comb += self.fu_g[i].eq(Mux(negate, gdat2[i] - prod[i], gdat2[i] + prod[i]))
+            term = Mux(negate, ~prod[i], prod[i])
+            m.d.comb += self.fu_g[i].eq(gdat2[i] + term + negate)
             m.d.comb += self.g_wr.data[i].eq(Mux(fuse, 0, self.fu_g[i]))
         m.d.comb += [
             self.fu_valid.eq(v2 & mode_grad & fuse), self.fu_addr.eq(addr2),

@@ -43,6 +43,8 @@ _RESOURCES = {
               "spram": "ICESTORM_SPRAM"},
 }
 _NAME = "top"
+# The update engine's RTLIL module in each top (Yosys' `booth` selects it by name).
+_UPDATE_MODULE = {"link": "top.board.core.upd", "core": "top.core.upd"}
 
 # The bitstream tops (--top): description.
 TOPS = {"link": "training core + UART host link",
@@ -274,10 +276,11 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     if family == "ice40":
         overrides["synth_opts"] = "-dsp -spram"
     lr_logic = lr_in_logic(params, board.device, lr_mode)
+    upd_module = _UPDATE_MODULE[top_kind]
     after_read = []
     if lr_logic:
         # `booth` needs processes lowered first; synthesis repeats `proc` harmlessly.
-        after_read += ["proc", "booth top.core.upd"]
+        after_read += ["proc", f"booth {upd_module}"]
     if family == "ecp5":
         after_read.append(_HIDE_ELEMENT_NAMES)     # see LUT_MAPPINGS
     if after_read:
@@ -295,6 +298,10 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     mapping = ("abc" if lut_mapping == "abc" else "abc9" if family == "ecp5"
                else "synth_ice40 default")
     extract(_classic_abc(overrides) if mapping == "abc" else overrides)
+    # `booth` on a module that does not exist does nothing: check the name.
+    if lr_logic and f"module \\{upd_module}\n" not in (out_dir / f"{_NAME}.il").read_text():
+        raise BuildError(f"the update engine is not the RTLIL module {upd_module}: the "
+                         f"learning-rate products would not go to logic (a bug: report it)")
     prepare_s = time.monotonic() - t0
     log(f"design elaborated in {prepare_s:.1f} s ({TOPS[top_kind]}); "
         f"PLL clock {f_sync / 1e6:.3f} MHz")

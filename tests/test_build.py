@@ -116,6 +116,27 @@ def test_lr_multipliers_move_to_logic_only_when_dsps_are_short():
                                      "83640 available"]
 
 
+@pytest.mark.parametrize("top", ["core", "link"])
+def test_lr_products_in_logic_name_the_update_module_of_either_top(top, tmp_path, monkeypatch):
+    # Yosys' `booth` selects the update engine's module by name and does nothing (silently)
+    # if there is none: in the link's top the core sits one level deeper.
+    scripts = []
+
+    def fake_run(build_dir, name, **kwargs):
+        scripts.append((build_dir / f"{name}.ys").read_text())
+        (build_dir / f"{name}.stat.json").write_text('{"design": {"num_cells_by_type": '
+                                                     '{"LUT4": 1}}}')
+        return {"yosys": 1.0}
+
+    monkeypatch.setattr(build_mod, "run_plan_commands", fake_run)
+    build_mod.build(get_board("ulx3s-25f"), core_params("pool7"), preset="pool7", clock_mhz=50,
+                    out_dir=tmp_path, pnr=False, top=top, lr_mode="logic", log=lambda m: None)
+    (booth,) = [line for line in scripts[0].splitlines() if line.startswith("booth ")]
+    module = booth.split()[1]
+    assert module.endswith(".core.upd")
+    assert f"module \\{module}\n" in (tmp_path / "top.il").read_text()
+
+
 @pytest.fixture
 def no_build(monkeypatch):
     """Fail the test if it would start the tools."""

@@ -196,16 +196,16 @@ class Estimate:
 
 
 # Logic per multiply-accumulate lane and fixed, measured with Yosys 0.70 / nextpnr 0.11 (YoWASP)
-# on the synthesis wrapper (docs/BUILD.md, "Measured"). ECP5, in Yosys LUT4 + 2 x CCU2C (two
-# LUTs per carry cell): paper (16 MACs) 23,433, paper-x4 (64 MACs) 65,957, so 886 per MAC and
-# 9,257 fixed; the learning-rate products in logic (booth) add 174 each (paper-x4: 77,064);
-# nextpnr's TRELLIS_COMB is 1.094 times that (paper-x4 with booth: 84,310 of 83,640).
-# Flip-flops: 9,099 and 22,832, so 286 per MAC and 4,523 fixed. iCE40: the 1-MAC pool7 core
-# (its learning-rate product in logic)
-# packs into 6,884 logic cells with 2,877 flip-flops; further lanes are taken at the ECP5 rate.
-_ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 9257, 886, 174, 1.094
-_ECP5_FF_FIXED, _FF_PER_MAC = 4523, 286
-_ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 6884, 2877
+# on the synthesis wrapper at commit fc50d21 (docs/BUILD.md, "Measured"). ECP5, in Yosys LUT4
+# + 2 x CCU2C (two LUTs per carry cell): paper (16 MACs) 18,727, paper-x4 (64 MACs) 50,086, so
+# 653 per MAC and 8,274 fixed; the learning-rate products in logic (booth) add 170 each
+# (paper-x4: 60,982); nextpnr's TRELLIS_COMB is 1.094 times that (paper-x4 with booth, an
+# earlier revision: 84,310 for 77,064). Flip-flops: 10,489 and 27,429, so 353 per MAC and
+# 4,843 fixed. iCE40: the 1-MAC pool7 core (its learning-rate product in logic) packs into
+# 6,833 logic cells with 3,000 flip-flops; further lanes are taken at the ECP5 rate.
+_ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 8274, 653, 170, 1.094
+_ECP5_FF_FIXED, _FF_PER_MAC = 4843, 353
+_ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 6833, 3000
 # The UART host link (board_top.PlatformTop, protocol version 2, with the core's weight-write
 # port) in place of the wrapper, measured on pool7 (Yosys 0.70, nextpnr 0.11): ULX3S 25F
 # TRELLIS_COMB 5,580 -> 7,393 and TRELLIS_FF 2,897 -> 3,506; iCEBreaker ICESTORM_LC

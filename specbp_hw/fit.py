@@ -200,7 +200,8 @@ class Estimate:
 # + 2 x CCU2C (two LUTs per carry cell): paper (16 MACs) 18,727, paper-x4 (64 MACs) 50,086, so
 # 653 per MAC and 8,274 fixed; the learning-rate products in logic (booth) add 170 each
 # (paper-x4: 60,982); nextpnr's TRELLIS_COMB is 1.094 times that (paper-x4 with booth, an
-# earlier revision: 84,310 for 77,064). Flip-flops: 10,489 and 27,429, so 353 per MAC and
+# earlier revision: 84,310 for 77,064; at fc50d21 with the host link 1.070: 67,357 for 62,939,
+# against 68,488 estimated). Flip-flops: 10,489 and 27,429, so 353 per MAC and
 # 4,843 fixed. iCE40: the 1-MAC pool7 core (its learning-rate product in logic) packs into
 # 6,833 logic cells with 3,000 flip-flops; further lanes are taken at the ECP5 rate.
 _ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 8274, 653, 170, 1.094

@@ -111,8 +111,8 @@ def test_lr_multipliers_move_to_logic_only_when_dsps_are_short():
     assert estimate(x4, dev, lr_in_logic=True).dsps == estimate(x4, dev).dsps - 64
     assert fit_problems(x4, dev, lr_mode="dsp") == ["multipliers: 212 DSPs needed, "
                                                     "156 available"]
-    # In logic they fit the DSPs, and the LUTs (since commit 337f6c2: 60,982 LUT4 + 2 x CCU2C
-    # in Yosys, 77,064 before).
+    # In logic they fit the DSPs, and the LUTs since commits 337f6c2 and 1f36582 (measured at
+    # fc50d21: 60,982 LUT4 + 2 x CCU2C in Yosys, 77,064 before).
     assert fit_problems(x4, dev) == []
     assert fit_problems(x4, dev, link=True) == []
 

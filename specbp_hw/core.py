@@ -343,20 +343,38 @@ class TrainingCore(wiring.Component):
             m.d.comb += half_clr.eq(1 << cur_half)
         m.d.sync += step_cycles.eq(step_cycles + 1)
 
-        # Speculation distance: sum over classes of |y_stash - y|, registered with the forward
-        # engine's y (from the value it loads, on the same edge), so that the accept decision
-        # in the cycle both engines are done starts from a register: the sum is no longer on
-        # one path with the compare and the backward engine's next address. The backward
-        # engine fetched y_stash at the start of its pass, long before the forward pass ends
-        # (asserted below).
-        # y loads cols(L-1) + 1 cycles before the forward engine is done; the fetch of y_stash
-        # ends act_words_per_slot + 2 cycles after the start.
-        y_load_at = CycleModel(p).forward - p.cols(p.n_layers - 1) - 1
-        assert y_load_at > p.act_words_per_slot + 2, "forward pass shorter than the fetch"
+        # Speculation distance: sum over classes of |y_stash - y|, folded as the softmax
+        # produces y, a group of softmax_ways classes per cycle; the last group comes in the
+        # cycle whose edge loads the forward engine's y, at least one cycle before it is done.
+        # So the accept decision in the cycle both engines are done starts from a register:
+        # the sum is not on one path with the compare and the backward engine's next address,
+        # and only one group's differences are built (not one per class). The backward engine
+        # fetched y_stash at the start of its pass, long before the first group comes
+        # (asserted below): the last group comes cols(L-1) + 1 cycles before the forward
+        # engine is done, the first groups - 1 cycles before it; the fetch of y_stash ends
+        # act_words_per_slot + 2 cycles after the start.
+        G = p.softmax_ways
+        groups = -(-C // G)
+        first_group_at = CycleModel(p).forward - p.cols(p.n_layers - 1) - 1 - (groups - 1)
+        assert first_group_at > p.act_words_per_slot + 2, "forward pass shorter than the fetch"
         dist = Signal(range(2 * C << p.fmt.prob_frac))
-        with m.If(fwd.y_load):
-            m.d.sync += dist.eq(sum(Mux(bwd.y[j] > fwd.y_next[j], bwd.y[j] - fwd.y_next[j],
-                                        fwd.y_next[j] - bwd.y[j]) for j in range(C)))
+        terms = []
+        for j in range(G):
+            classes_j = [g * G + j for g in range(groups) if g * G + j < C]
+            if groups == 1:
+                stash_y = bwd.y[j]
+            else:
+                # A lane past the last class compares 0 with 0 (its y is 0).
+                stash_y = Array([bwd.y[c] for c in classes_j]
+                                + [Const(0, p.fmt.prob_frac)] * (groups - len(classes_j))
+                                )[fwd.y_new_group]
+            y_j = fwd.y_new[j]
+            terms.append(Mux(stash_y > y_j, stash_y - y_j, y_j - stash_y))
+        with m.If(fwd.y_new_valid):
+            if groups == 1:
+                m.d.sync += dist.eq(sum(terms))
+            else:
+                m.d.sync += dist.eq(Mux(fwd.y_new_group == 0, 0, dist) + sum(terms))
 
         m.d.comb += [self.o.payload.label.eq(cur_label),
                      self.o.payload.prediction.eq(fwd.prediction),

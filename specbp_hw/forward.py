@@ -36,11 +36,10 @@ class ForwardEngine(wiring.Component):
         ``y`` into stash slot ``slot`` (when ``stash`` is high).
     done : Out(1)
         Pulse when ``y`` and ``prediction`` are valid; they hold until the next start.
-    y_load : Out(1)
-        High in the cycle whose clock edge loads ``y`` (at least one cycle before ``done``).
-    y_next : Out
-        The value that edge loads into ``y``, so that a consumer can register a function of
-        ``y`` in step with it.
+    y_new_valid, y_new_group, y_new : Out
+        The softmax's probabilities as they are produced, a group of ``softmax_ways`` at a
+        time (:class:`~specbp_hw.softmax.Softmax`); the last group comes in the cycle whose
+        clock edge loads ``y``, at least one cycle before ``done``.
     busy : Out(1)
     w_rd : In(ReadPort.Signature)
         Weight memory read port (synchronous, latency 1).
@@ -66,8 +65,9 @@ class ForwardEngine(wiring.Component):
             "done": Out(1),
             "busy": Out(1),
             "y": Out(data.ArrayLayout(unsigned(fmt.prob_frac), p.classes)),
-            "y_load": Out(1),
-            "y_next": Out(data.ArrayLayout(unsigned(fmt.prob_frac), p.classes)),
+            "y_new_valid": Out(1),
+            "y_new_group": Out(range(-(-p.classes // p.softmax_ways))),
+            "y_new": Out(data.ArrayLayout(unsigned(fmt.prob_frac), p.softmax_ways)),
             "prediction": Out(range(p.classes)),
             "w_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
                                                  shape=p.weight_word)),
@@ -224,7 +224,8 @@ class ForwardEngine(wiring.Component):
         m.d.comb += self.done.eq(0)
         for c in range(p.classes):
             m.d.comb += softmax.i.payload[c].eq(logits[c])
-        m.d.comb += self.y_next.eq(softmax.o.payload.y)
+        m.d.comb += [self.y_new_valid.eq(softmax.y_new_valid),
+                     self.y_new_group.eq(softmax.y_new_group), self.y_new.eq(softmax.y_new)]
         y_words = p.cols(L - 1)
         y_col = Signal(range(y_words + 1))
         with m.FSM():
@@ -260,8 +261,7 @@ class ForwardEngine(wiring.Component):
                 with m.If(softmax.i.ready):
                     m.next = "WAIT_Y"
             with m.State("WAIT_Y"):
-                m.d.comb += [self.busy.eq(1), softmax.o.ready.eq(1),
-                             self.y_load.eq(softmax.o.valid)]
+                m.d.comb += [self.busy.eq(1), softmax.o.ready.eq(1)]
                 with m.If(softmax.o.valid):
                     m.d.sync += [self.y.eq(softmax.o.payload.y),
                                  self.prediction.eq(softmax.o.payload.prediction),

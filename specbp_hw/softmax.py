@@ -154,6 +154,14 @@ class Softmax(wiring.Component):
         ``prob_frac`` fraction bits (always below ``2**prob_frac`` after the saturation).
         ``prediction``: the index of the first maximum logit (as ``numpy.argmax``),
         ``unsigned((classes - 1).bit_length())``.
+    y_new_valid : ``Out(1)``
+        High in the cycle after a group of probabilities was scaled into the output payload
+        (once per group, ``ceil(classes / ways)`` times per sample, the last time in the first
+        cycle of ``o.valid``), so that a consumer can fold them as they are produced.
+    y_new_group : ``Out(range(ceil(classes / ways)))``
+        The index ``g`` of that group: ``y_new[j]`` is class ``g * ways + j``.
+    y_new : ``Out(data.ArrayLayout(unsigned(prob_frac), ways))``
+        That group's probabilities; lanes past the last class (a partial last group) are 0.
 
     Raises
     ------
@@ -195,6 +203,9 @@ class Softmax(wiring.Component):
                 "y": data.ArrayLayout(unsigned(fmt.prob_frac), classes),
                 "prediction": unsigned((classes - 1).bit_length()),
             }))),
+            "y_new_valid": Out(1),
+            "y_new_group": Out(range(_ceil_div(classes, ways))),
+            "y_new": Out(data.ArrayLayout(unsigned(fmt.prob_frac), ways)),
         })
 
     @property
@@ -403,6 +414,11 @@ class Softmax(wiring.Component):
                     Mux(y_full[pf:].any(), (1 << pf) - 1, y_full[:pf]))
         with m.If(y_prod_valid):
             m.d.sync += [y_sr[k].eq(y_sr[k + G]) for k in range(padded - G)]
+        # The group that entered the top of y_sr at the last edge, and its index.
+        m.d.sync += self.y_new_valid.eq(y_prod_valid)
+        m.d.comb += [self.y_new[j].eq(y_sr[padded - G + j]) for j in range(G)]
+        with m.If(self.y_new_valid):
+            m.d.sync += self.y_new_group.eq(self.y_new_group + 1)
         m.d.comb += p_shift.eq(p_valid | scale)
 
         def phase(name, next_state):
@@ -427,6 +443,7 @@ class Softmax(wiring.Component):
                     m.d.sync += [
                         count.eq(0),
                         total.eq(0),
+                        self.y_new_group.eq(0),
                         rem.eq(dividend >> len(num)),
                         num.eq(dividend & ((1 << len(num)) - 1)),
                     ]

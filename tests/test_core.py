@@ -65,6 +65,21 @@ def test_core_is_bit_exact(layers, K, N, batch, n, thr, schedule):
         assert {ACCEPTED, REJECTED} <= set(kinds.tolist())
 
 
+@pytest.mark.parametrize("ways", [3, 4])
+def test_speculation_distance_over_softmax_groups(ways):
+    """The core folds the distance as the softmax produces y, a group of ``ways`` classes per
+    cycle: 10 classes in groups of 3 or 4 leave a partial last group (padding lanes)."""
+    layers, n, thr = (16, 8, 8, 10), 13, 0.003
+    p = CoreParams(layers=layers, lanes=8, inputs=2, lr=0.05, softmax_ways=ways)
+    data = random_data(np.random.default_rng(sum(layers) + n), n, layers[0], layers[-1],
+                       repeat=0.5)
+    init, ref = golden_run(layers, 5, data, thr, p)
+    run = run_pysim(p, init, data.train_images, data.train_labels, schedule="speculative",
+                    threshold=p.fmt.threshold_int(thr, layers[-1]), batch=5)
+    check_equal(run, ref)
+    assert {ACCEPTED, REJECTED} <= set(ref.trace["kind"].tolist())
+
+
 @pytest.mark.parametrize("schedule", ["serial", "pipelined"])
 def test_idle_waits_for_the_last_weight_write(schedule):
     """No update write is pending while ``idle`` is high, so a host may read or write the

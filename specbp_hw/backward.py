@@ -5,9 +5,9 @@ Arithmetic: ``docs/FIXED_POINT.md`` ("Backward pass"), bit-exact with
 
 One backward pass over stash slot ``s`` has three phases:
 
-1. *fetch*: the slot's hidden activations and ``y`` come into local registers, one stash word
-   (N values) per cycle;
-2. *delta*: ``e_out = y - onehot(label)``; then for each layer from the last down to the second,
+1. *fetch*: the slot's hidden activations and ``e_out = y - onehot(label)`` come into local
+   registers, one stash word (N values) per cycle;
+2. *delta*: for each layer from the last down to the second,
    ``e = W d`` walks the layer's weight words (``K x N`` products per cycle, summed over the N
    lanes), narrowed to the delta format and multiplied by the leaky-ReLU derivative. Only the
    small layers are read: the first layer's weights are never needed here;
@@ -43,7 +43,10 @@ class BackwardEngine(wiring.Component):
         Pulse: run with ``slot``, ``label`` and the phase flags ``delta`` (fetch and delta
         phases) and ``grad`` (gradient phase, subtracting when ``negate``).
     done : Out(1)
-        Pulse at the end; ``y`` then holds the fetched slot's softmax output.
+        Pulse at the end.
+    y : Out
+        The fetched slot's softmax output, from the end of the fetch until the next one (the
+        low bits of the output error ``y - onehot(label)``, which is what the engine keeps).
     busy : Out(1)
     """
 
@@ -96,13 +99,16 @@ class BackwardEngine(wiring.Component):
         negate = Signal()
         fuse = Signal()
 
-        # Local copies of the slot's activations (outputs of each hidden layer) and y.
+        # Local copies of the slot's activations (outputs of each hidden layer).
         acts = [Signal(data.ArrayLayout(signed(fmt.act.width), p.layers[l + 1]),
                        name=f"acts{l}") for l in range(L - 1)]
-        y = self.y
-        # Deltas at the output of each weight layer, padded to whole column blocks.
+        # Deltas at the output of each weight layer, padded to whole column blocks (the padding
+        # is never written: 0). The output layer's, e = y - onehot(label), are loaded by the
+        # fetch; y < 2**prob_frac, so e is y with its bits from prob_frac up all set for the
+        # label's class and clear for the others, and y is e's low bits.
         deltas = [Signal(data.ArrayLayout(signed(dw), p.cols(l) * N), name=f"d{l}")
                   for l in range(L)]
+        m.d.comb += [self.y[j].eq(deltas[L - 1][j][:fmt.prob_frac]) for j in range(p.classes)]
 
         # ---- fetch -------------------------------------------------------------------------
         wps = p.act_words_per_slot
@@ -121,7 +127,9 @@ class BackwardEngine(wiring.Component):
                             if l < L - 1:
                                 m.d.sync += acts[l][j].eq(self.act_rd.data[n])
                             elif j < p.classes:
-                                m.d.sync += y[j].eq(self.act_rd.data[n][:fmt.prob_frac])
+                                high = (label == j).replicate(dw - fmt.prob_frac)
+                                m.d.sync += deltas[l][j].eq(
+                                    Cat(self.act_rd.data[n][:fmt.prob_frac], high))
 
         # ---- shared multiplier array ------------------------------------------------------
         # Its operands are registers (stage 1): the weight word or the inputs ``op_a``, and the
@@ -272,12 +280,8 @@ class BackwardEngine(wiring.Component):
                 with m.If(fidx == wps):
                     m.next = "ERROR"
             with m.State("ERROR"):
+                # The last fetched word (the output error) lands at the end of this cycle.
                 m.d.comb += self.busy.eq(1)
-                for j in range(p.classes):
-                    onehot = Mux(label == j, 1 << fmt.prob_frac, 0)
-                    m.d.sync += deltas[L - 1][j].eq(y[j] - onehot)
-                for j in range(p.classes, p.cols(L - 1) * N):
-                    m.d.sync += deltas[L - 1][j].eq(0)
                 m.d.sync += [mode_grad.eq(0), layer.eq(L - 1), col.eq(0), issuing.eq(1)]
                 m.d.comb += [row_n.eq(0), addr_n.eq(p.base(L - 1))]
                 m.next = "DELTA"

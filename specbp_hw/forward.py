@@ -224,6 +224,10 @@ class ForwardEngine(wiring.Component):
         m.d.comb += self.done.eq(0)
         for c in range(p.classes):
             m.d.comb += softmax.i.payload[c].eq(logits[c])
+        # y and the prediction are the softmax's output, read in place: it holds them until
+        # its next input, which comes after the next start.
+        m.d.comb += [self.y.eq(softmax.o.payload.y),
+                     self.prediction.eq(softmax.o.payload.prediction)]
         m.d.comb += [self.y_new_valid.eq(softmax.y_new_valid),
                      self.y_new_group.eq(softmax.y_new_group), self.y_new.eq(softmax.y_new)]
         y_words = p.cols(L - 1)
@@ -263,9 +267,7 @@ class ForwardEngine(wiring.Component):
             with m.State("WAIT_Y"):
                 m.d.comb += [self.busy.eq(1), softmax.o.ready.eq(1)]
                 with m.If(softmax.o.valid):
-                    m.d.sync += [self.y.eq(softmax.o.payload.y),
-                                 self.prediction.eq(softmax.o.payload.prediction),
-                                 y_col.eq(0)]
+                    m.d.sync += y_col.eq(0)
                     m.next = "WRITE_Y"
             with m.State("WRITE_Y"):
                 m.d.comb += self.busy.eq(1)

@@ -179,7 +179,8 @@ class Softmax(wiring.Component):
     and the default format), 20 with ``ways=10, div_bits=2``. A new input is accepted only once
     the previous output has been taken (``i.ready`` is high only while idle). Throughput: at
     most one sample per ``latency + 2`` cycles. The output payload is held stable until its
-    transfer.
+    transfer, and after it until the next input transfer (``y`` until that input's scaling
+    phase): a consumer may read it in place rather than copy it.
 
     Resources: ``ways`` constant multipliers ``t * LOG2E``, ``ways`` multipliers ``p * R``
     (``exp_frac + 1`` by ``recip_frac + 1`` bits), ``ways`` shifters, a ``ways``-input adder

@@ -212,6 +212,45 @@ def _measure(fmt, classes, ways=1, div_bits=1):
     return measured[0]
 
 
+@pytest.mark.parametrize("ways", [1, 3, 4, 10])
+def test_groups_as_produced_and_output_held_in_place(ways):
+    """``y_new`` gives every group once, in order, the last in the first cycle of ``o.valid``,
+    padding lanes 0; after the transfer the payload stays until the next input (``y`` until
+    that input's first group enters it, the cycle before its ``y_new_valid``), so a consumer
+    may read it in place."""
+    fmt, classes = FORMATS["default"], 10
+    dut = Softmax(fmt, classes, ways=ways)
+    z = np.random.default_rng(ways).integers(-(4 << fmt.act.frac), 4 << fmt.act.frac,
+                                             (2, classes))
+    groups = -(-classes // ways)
+
+    async def testbench(ctx):
+        for row in range(2):
+            await stream_put(ctx, dut.i, [int(v) for v in z[row]])
+            seen = []
+            while True:
+                if ctx.get(dut.y_new_valid):
+                    seen.append((ctx.get(dut.y_new_group),
+                                 [ctx.get(dut.y_new[j]) for j in range(ways)]))
+                    if len(seen) == groups:
+                        break
+                    assert not ctx.get(dut.o.valid)
+                elif row == 1 and not seen:          # the first output, still in place
+                    assert [ctx.get(dut.o.payload.y[k]) for k in range(classes)] == held_y
+                await ctx.tick()
+            assert ctx.get(dut.o.valid)              # the last group: o.valid's first cycle
+            want = list(softmax(fmt, z[row:row + 1])[0]) + [0] * (groups * ways - classes)
+            assert seen == [(g, want[g * ways:(g + 1) * ways]) for g in range(groups)]
+            held = ctx.get(dut.o.payload)
+            held_y = [held.y[k] for k in range(classes)]
+            await stream_get(ctx, dut.o)
+            for _ in range(7):                       # idle after the transfer
+                assert ctx.get(dut.o.payload) == held
+                await ctx.tick()
+
+    _run(dut, [testbench], "softmax_groups")
+
+
 @pytest.mark.parametrize("classes", [2, 10, 16])
 @pytest.mark.parametrize("fmt_name", list(FORMATS))
 def test_latency_and_handshake(fmt_name, classes):

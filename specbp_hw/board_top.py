@@ -17,7 +17,8 @@ from amaranth.hdl import *
 from amaranth.lib import data, fifo, io, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .core import COUNTER_WIDTH, TrainingCore, result_layout
+from .core import ACCEPTED, COUNTER_WIDTH, REJECTED, TrainingCore, result_layout
+from .counter_bank import CounterBank
 from .params import CoreParams
 from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RESULT_BYTES,
                        STATUS_BYTES, Cmd, Status, info_bytes, load_data_bytes,
@@ -188,11 +189,23 @@ class BoardTop(wiring.Component):
         m.d.comb += [results.w_data.eq(core.o.payload), results.w_en.eq(core.o.valid),
                      core.o.ready.eq(results.w_rdy)]
         res_done = core.o.valid & core.o.ready
-        step_sum = Signal(COUNTER_WIDTH)
-        with m.If(core_rst):
-            m.d.sync += step_sum.eq(0)
-        with m.Elif(res_done):
-            m.d.sync += step_sum.eq(step_sum + core.o.payload.cycles)
+
+        # The COUNTERS reply's counters, kept in a memory (CounterBank): they count the events
+        # the core's own counters count (those are left unused here, and synthesis removes
+        # them), and ``step_cycles``, the sum of the results' cycles. RESET restarts them.
+        events = {
+            "cycles": C(1, 1), "samples": res_done,
+            "accepted": res_done & (core.o.payload.kind == ACCEPTED),
+            "rejected": res_done & (core.o.payload.kind == REJECTED),
+            "fwd_busy": core.fwd_active, "bwd_busy": core.bwd_active,
+            "update_cycles": core.upd_active,
+            "step_cycles": Mux(res_done, core.o.payload.cycles, 0),
+        }
+        m.submodules.counters = bank = CounterBank(
+            [len(Value.cast(events[name])) for name in COUNTER_NAMES], COUNTER_WIDTH)
+        for i, name in enumerate(COUNTER_NAMES):
+            m.d.comb += getattr(bank, f"inc{i}").eq(events[name])
+        m.d.comb += bank.clear.eq(core_rst)
 
         # The sample being uploaded: one word of K pixels per core beat. A LOAD_WEIGHTS
         # frame's data bytes go here the same way (K bytes a word); ``sbuf_rows`` exceeds
@@ -276,7 +289,6 @@ class BoardTop(wiring.Component):
         r_sub = Signal(range(max(word_bytes, RESULT_BYTES, COUNTER_BYTES)))  # byte in a record
         r_count = Signal(8)                     # results in a RESULTS reply
         r_word = Signal(range(max(p.depth, len(COUNTER_NAMES)) + 1))   # weight word, counter
-        counter = Signal(COUNTER_WIDTH)         # the counter being sent
         tx_byte = Signal(8)
         tx_valid = Signal()
         m.d.comb += [tx.i.payload.eq(tx_byte), tx.i.valid.eq(tx_valid)]
@@ -297,7 +309,6 @@ class BoardTop(wiring.Component):
                           zext(batch, 8), zext(threshold, 32), zext(results.level, 8),
                           zext(inflight, 8), last_error, bad_frames, junk, uart_errors)
         assert len(status_word) == 8 * STATUS_BYTES
-        counters = [getattr(core, name) for name in COUNTER_NAMES[:-1]] + [step_sum]
         pay_byte = Signal(8)
         with m.Switch(r_src):
             with m.Case(SRC_INFO):
@@ -306,7 +317,7 @@ class BoardTop(wiring.Component):
             with m.Case(SRC_STATUS):
                 m.d.comb += pay_byte.eq(status_word.word_select(r_idx[:4], 8))
             with m.Case(SRC_COUNTERS):
-                m.d.comb += pay_byte.eq(counter.word_select(r_sub[:3], 8))
+                m.d.comb += pay_byte.eq(bank.rd_value.word_select(r_sub[:3], 8))
             with m.Case(SRC_LEVEL):
                 m.d.comb += pay_byte.eq(results.level)
             with m.Case(SRC_RESULTS):
@@ -462,7 +473,7 @@ class BoardTop(wiring.Component):
                                 elif code == Cmd.COUNTERS:
                                     m.d.sync += r_word.eq(0)
                                     reply(Status.OK, src=SRC_COUNTERS,
-                                          length=COUNTER_BYTES * len(counters))
+                                          length=COUNTER_BYTES * len(COUNTER_NAMES))
                                 elif code in (Cmd.SET_SCHEDULE, Cmd.SET_THRESHOLD,
                                               Cmd.SET_BATCH, Cmd.SET_INFER):
                                     reg, ok = {
@@ -576,10 +587,15 @@ class BoardTop(wiring.Component):
             with m.State("R_GAP"):
                 m.next = "R_GAP2"
             with m.State("R_GAP2"):
-                # Latch a counter whole before its first byte (no carry tearing).
+                # A counter is read whole before its first byte (no carry tearing): wait for
+                # the bank's value of counter ``r_word``, which it holds until the next read.
+                m.d.comb += bank.rd_index.eq(r_word)
                 with m.If((r_src == SRC_COUNTERS) & (r_sub == 0)):
-                    m.d.sync += counter.eq(Array(counters)[r_word])
-                m.next = "R_PICK"
+                    m.d.comb += bank.rd_req.eq(1)
+                    with m.If(bank.rd_valid):
+                        m.next = "R_PICK"
+                with m.Else():
+                    m.next = "R_PICK"
             with m.State("R_PICK"):
                 # After a pop, the result buffer's next entry takes a cycle or two to appear.
                 with m.If(~((r_part == 1) & (r_src == SRC_RESULTS) & (r_idx != 0)

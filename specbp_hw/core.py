@@ -118,6 +118,9 @@ class TrainingCore(wiring.Component):
         The label-to-slot table and which labels have a stash entry.
     cycles, samples, accepted, rejected, fwd_busy, bwd_busy, update_cycles : Out
         Counters since reset.
+    fwd_active, bwd_active, upd_active : Out(1)
+        The engines' busy flags, which ``fwd_busy``, ``bwd_busy`` and ``update_cycles`` count
+        (for a counter kept elsewhere).
     """
 
     def __init__(self, params, init=None):
@@ -147,6 +150,9 @@ class TrainingCore(wiring.Component):
             "fwd_busy": Out(COUNTER_WIDTH),
             "bwd_busy": Out(COUNTER_WIDTH),
             "update_cycles": Out(COUNTER_WIDTH),
+            "fwd_active": Out(1),
+            "bwd_active": Out(1),
+            "upd_active": Out(1),
         })
         self.fwd = ForwardEngine(p)
         self.bwd = BackwardEngine(p)
@@ -484,6 +490,8 @@ class TrainingCore(wiring.Component):
                 with m.If(upd.done):
                     m.next = "WAIT"
 
+        m.d.comb += [self.fwd_active.eq(fwd.busy), self.bwd_active.eq(bwd.busy),
+                     self.upd_active.eq(upd.busy)]
         m.d.sync += [
             self.cycles.eq(self.cycles + 1),
             self.fwd_busy.eq(self.fwd_busy + fwd.busy),

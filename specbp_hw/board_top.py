@@ -95,6 +95,8 @@ class BoardTop(wiring.Component):
     led_hold : int
         Cycles the ``led_busy`` output stays lit after the core was last busy (so that short
         steps are visible). Default: 2**22 (about 40 ms at 100 MHz).
+    poison_collisions : bool
+        For tests, passed to the :class:`~specbp_hw.core.TrainingCore`.
 
     Members
     -------
@@ -119,7 +121,7 @@ class BoardTop(wiring.Component):
     RESULT_DEPTH = 16
 
     def __init__(self, params, divisor, *, init=None, timeout=None, result_depth=RESULT_DEPTH,
-                 led_hold=1 << 22):
+                 led_hold=1 << 22, poison_collisions=False):
         if not isinstance(params, CoreParams):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
         self._divisor = check_divisor(divisor)
@@ -147,7 +149,7 @@ class BoardTop(wiring.Component):
         self._result_depth = result_depth
         self._led_hold = led_hold
         super().__init__()
-        self.core = TrainingCore(params, init=init)
+        self.core = TrainingCore(params, init=init, poison_collisions=poison_collisions)
 
     @property
     def params(self):

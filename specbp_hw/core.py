@@ -40,6 +40,8 @@ undo the speculative gradients exactly and run the normal backward), ``pipelined
 sample i alongside the backward of sample i-1, drained at each batch boundary).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import *
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -81,6 +83,27 @@ def result_layout(params):
     })
 
 
+def _sync_read(m, mem, wr, poison, name):
+    """A read port of ``mem`` with latency 1: an asynchronous read and a register after it,
+    which Yosys merges into the RAM's read port. Unlike a synchronous Amaranth read port, which
+    promises the old word when the word is written in the same cycle (Yosys then builds a
+    bypass around a block RAM: registers and a choice), this and the memories' no_rw_check
+    leave that case undefined in hardware. The core never uses such a read's value; with
+    ``poison`` (for tests) the register takes the inverted word then, so that a bit-exact run
+    shows it. Returns an object with ``addr`` and ``data``.
+    """
+    port = mem.read_port(domain="comb")
+    data = Signal(port.data.shape(), name=f"{name}_data")
+    word = Value.cast(port.data)
+    collision = None
+    if poison:
+        collision = Signal(name=f"{name}_collision")
+        m.d.comb += collision.eq(wr.en.any() & (wr.addr == port.addr))
+        word = Mux(collision, ~word, word)
+    m.d.sync += Value.cast(data).eq(word)
+    return SimpleNamespace(addr=port.addr, data=data, collision=collision)
+
+
 class TrainingCore(wiring.Component):
     """Trains an MLP on a stream of samples; see the module docstring.
 
@@ -90,6 +113,10 @@ class TrainingCore(wiring.Component):
     init : list of (W, b) int arrays, optional
         Initial weights and biases in the fixed-point format (as from
         :meth:`golden.fixed_model.FixedArith.init_params`); zeros if omitted.
+    poison_collisions : bool
+        For tests: a memory read of a word written in the same cycle gives the inverted word
+        (in hardware it is undefined, and the core never uses it; a bit-exact run with this
+        set shows that).
 
     Members
     -------
@@ -123,11 +150,12 @@ class TrainingCore(wiring.Component):
         (for a counter kept elsewhere).
     """
 
-    def __init__(self, params, init=None):
+    def __init__(self, params, init=None, *, poison_collisions=False):
         if not isinstance(params, CoreParams):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
         self._p = p = params
         self._init = p.pack_params(init) if init is not None else None
+        self._poison = bool(poison_collisions)
         super().__init__({
             "i": In(stream.Signature(sample_layout(p))),
             "o": Out(stream.Signature(result_layout(p))),
@@ -157,13 +185,17 @@ class TrainingCore(wiring.Component):
         self.fwd = ForwardEngine(p)
         self.bwd = BackwardEngine(p)
         self.upd = UpdateEngine(p)
+        # No word is read in a cycle it is written where the read's value is used (see
+        # _sync_read): no_rw_check lets Yosys build no bypass for that case.
+        rw = {"no_rw_check": 1}
         self.weights = memory.Memory(shape=p.weight_word, depth=p.depth,
-                                     init=self._init or [])
-        self.grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[])
-        self.xbuf = memory.Memory(shape=p.value_word, depth=2 * p.rows(0), init=[])
-        self.stash_x = memory.Memory(shape=p.value_word, depth=p.slots * p.rows(0), init=[])
+                                     init=self._init or [], attrs=rw)
+        self.grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[], attrs=rw)
+        self.xbuf = memory.Memory(shape=p.value_word, depth=2 * p.rows(0), init=[], attrs=rw)
+        self.stash_x = memory.Memory(shape=p.value_word, depth=p.slots * p.rows(0), init=[],
+                                     attrs=rw)
         self.stash_act = memory.Memory(shape=p.act_word, depth=p.slots * p.act_words_per_slot,
-                                       init=[])
+                                       init=[], attrs=rw)
 
     @property
     def params(self):
@@ -181,17 +213,18 @@ class TrainingCore(wiring.Component):
             m.submodules[name] = getattr(self, name)
 
         # ---- memory ports and who drives them ----------------------------------------------
-        w_a = self.weights.read_port()
-        w_b = self.weights.read_port()
         w_bw = self.weights.write_port()
-        g_r = self.grads.read_port()
         g_w = self.grads.write_port()
         xb_w = self.xbuf.write_port()
-        xb_r = self.xbuf.read_port()
         sx_w = self.stash_x.write_port()
-        sx_r = self.stash_x.read_port()
         sa_w = self.stash_act.write_port()
-        sa_r = self.stash_act.read_port()
+        poison = self._poison
+        w_a = _sync_read(m, self.weights, w_bw, poison, "w_a")
+        w_b = _sync_read(m, self.weights, w_bw, poison, "w_b")
+        g_r = _sync_read(m, self.grads, g_w, poison, "g_r")
+        xb_r = _sync_read(m, self.xbuf, xb_w, poison, "xb_r")
+        sx_r = _sync_read(m, self.stash_x, sx_w, poison, "sx_r")
+        sa_r = _sync_read(m, self.stash_act, sa_w, poison, "sa_r")
 
         updating = upd.busy
         in_result = Signal()        # the controller's RESULT state: no engine runs

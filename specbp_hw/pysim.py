@@ -37,7 +37,8 @@ def schedule_code(schedule):
 
 
 def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, batch=15,
-              infer=False, gaps=None, vcd=None, close=True, last=None):
+              infer=False, gaps=None, vcd=None, close=True, last=None,
+              poison_collisions=False):
     """Stream ``images``/``labels`` through a :class:`TrainingCore` and collect the results.
 
     With ``close`` the last sample is marked ``last``: the batch closes after it, as the golden
@@ -46,10 +47,11 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
     the integer register value (probability LSBs). ``last`` (a boolean per sample) overrides
     ``close``: samples marked close their batch, e.g. the last of each epoch. The counters are
     read as the core becomes idle after the last result, before the weight readback.
+    ``poison_collisions`` is passed to the :class:`TrainingCore`.
     """
     if not isinstance(params, CoreParams):
         raise TypeError(f"params must be a CoreParams, not {params!r}")
-    core = TrainingCore(params, init=init)
+    core = TrainingCore(params, init=init, poison_collisions=poison_collisions)
     K = params.inputs
     rows0 = params.rows(0)
     n = len(labels)

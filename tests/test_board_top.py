@@ -25,8 +25,11 @@ TIMEOUT = 200
 
 
 def make_board(watch=(), **kwargs):
-    """The tiny board in simulation; ``watch`` names core outputs to sample (``watched``)."""
-    top = BoardTop(PARAMS, DIVISOR, init=INIT, timeout=TIMEOUT, led_hold=4, **kwargs)
+    """The tiny board in simulation; ``watch`` names core outputs to sample (``watched``).
+    The core's memory reads that collide with a write read inverted words (as in hardware they
+    are undefined): host writes and readbacks and training through the link never use one."""
+    top = BoardTop(PARAMS, DIVISOR, init=INIT, timeout=TIMEOUT, led_hold=4,
+                   poison_collisions=True, **kwargs)
     return SimulatedBoard(top, watch={name: getattr(top.core, name) for name in watch})
 
 

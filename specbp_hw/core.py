@@ -128,7 +128,8 @@ class TrainingCore(wiring.Component):
         0 serial, 1 speculative, 2 pipelined. Sampled at the start of each step.
     threshold : In
         Accept when ``sum_j |y_stash_j - y_j| <= threshold`` (probability LSBs); 0 never
-        speculates.
+        speculates. Sampled while the softmax produces ``y`` (in every step; hold it while the
+        core is not idle).
     batch : In
         Samples per weight update (1 .. max_batch).
     infer : In(1)
@@ -396,7 +397,10 @@ class TrainingCore(wiring.Component):
         groups = -(-C // G)
         first_group_at = CycleModel(p).forward - p.cols(p.n_layers - 1) - 1 - (groups - 1)
         assert first_group_at > p.act_words_per_slot + 2, "forward pass shorter than the fetch"
-        dist = Signal(range(2 * C << p.fmt.prob_frac))
+        # Folded into the margin threshold - distance as it is summed, so that the decision is
+        # the margin's sign: no compare on the path from it to the backward engine's start.
+        dist_max = 2 * C << p.fmt.prob_frac
+        margin = Signal(signed(max(p.threshold_width, dist_max.bit_length()) + 1))
         terms = []
         for j in range(G):
             classes_j = [g * G + j for g in range(groups) if g * G + j < C]
@@ -411,9 +415,10 @@ class TrainingCore(wiring.Component):
             terms.append(Mux(stash_y > y_j, stash_y - y_j, y_j - stash_y))
         with m.If(fwd.y_new_valid):
             if groups == 1:
-                m.d.sync += dist.eq(sum(terms))
+                m.d.sync += margin.eq(self.threshold - sum(terms))
             else:
-                m.d.sync += dist.eq(Mux(fwd.y_new_group == 0, 0, dist) + sum(terms))
+                m.d.sync += margin.eq(Mux(fwd.y_new_group == 0, self.threshold, margin)
+                                      - sum(terms))
 
         m.d.comb += [self.o.payload.label.eq(cur_label),
                      self.o.payload.prediction.eq(fwd.prediction),
@@ -470,7 +475,7 @@ class TrainingCore(wiring.Component):
             with m.State("SPEC"):
                 m.d.comb += bwd.slot.eq(spec_slot)
                 done = both_done()   # call once: it emits its own m.If blocks
-                with m.If(done & (dist <= self.threshold)):
+                with m.If(done & (margin >= 0)):       # distance <= threshold
                     m.d.sync += kind.eq(ACCEPTED)
                     m.next = "RESULT"
                 with m.Elif(done):

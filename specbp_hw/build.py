@@ -81,8 +81,12 @@ def suggest_preset(device, lr_mode="auto", *, link=False):
 
 def _fit_message(preset, board, problems, lr_mode="auto", *, link=False):
     other = suggest_preset(board.device, lr_mode, link=link)
-    hint = (f"preset {other!r} fits" if other and other != preset
-            else "no preset fits this part")
+    if other and other != preset:
+        hint = f"preset {other!r} fits"
+    elif link and not fit_problems(core_params(preset), board.device, lr_mode=lr_mode):
+        hint = "no preset fits this part with the host link; the core alone fits (--top core)"
+    else:
+        hint = "no preset fits this part"
     return (f"preset {preset!r} does not fit {board.name} ({board.device.name}): "
             f"{'; '.join(problems)}; {hint}")
 

@@ -3,8 +3,9 @@
 Speculative backpropagation (arXiv 2511.11640, after Park & Suh, IEEE Access 8, 2020) as
 specified in ``shared/docs/ALGORITHM.md``, with the arithmetic of ``docs/FIXED_POINT.md``.
 
-Memories and their ports (each memory has one owner, this module; read ports are synchronous
-and none is transparent: no engine ever reads a word in the cycle it is written):
+Memories and their ports (each memory has one owner, this module; a read gives its word a
+cycle later, see ``_sync_read``; a read of a word written in the same cycle is left undefined,
+as no engine ever uses such a read's value, which the tests check by poisoning it):
 
 ========================  ==========================  ===========================================
 memory                    port A                      port B

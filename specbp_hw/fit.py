@@ -3,18 +3,22 @@
 Block RAM. The core's memories and their ports are those of :mod:`specbp_hw.core` (its module
 docstring lists them) plus the softmax's ``2**-f`` tables (:class:`specbp_hw.softmax.Softmax`):
 
-- weights + biases: two read ports and a write port (the core gives one read port the write
-  port's address, but Yosys does not merge them: it stores the memory twice, one copy per read
-  port, as the measured builds show);
+- weights + biases: two read ports and a write port, one read port on the write port's
+  address (``shared_rw``): on the ECP5 Yosys stores the memory once, on both ports of the
+  block RAMs, on the iCE40 (one read port per EBR) once per read port;
 - gradient accumulators, input buffer, stash pixels, stash activations: one read port and one
   write port each, on separate addresses (simple dual port);
 - softmax tables: ``ceil(ways / 2)`` ROMs with two read ports each.
 
+The core's memories leave a read of a word written in the same cycle undefined (``no_rw_check``,
+see ``core._sync_read``); the host link's sample buffer and FIFOs are Amaranth synchronous read
+ports, which Yosys makes read the old word with extra logic around a block RAM (``read_first``).
+
 Each memory is mapped the way Yosys' ``memory_libmap`` maps it on the part's block RAM:
 
 - ECP5 DP16KD (18 Kbit): 16K x 1 ... 1K x 18 with two ports, and 512 x 36 with one read and
-  one write port; a memory takes the configuration that needs the fewest blocks, and a small
-  memory with a write port goes to distributed RAM when that is cheaper by Yosys' costs;
+  one write port; a memory takes the configuration that needs the fewest blocks, or
+  distributed RAM where that is cheaper by Yosys' costs (:func:`bram_blocks`);
 - iCE40 EBR (4 Kbit): 2K x 2 ... 256 x 16, one read and one write port. The UltraPlus SPRAMs
   (16K x 16, one port for both reading and writing) cannot hold any of the core's memories:
   each reads and writes at different addresses in the same cycle.
@@ -68,6 +72,8 @@ class MemoryNeed:
     depth: int
     read_ports: int
     write_ports: int
+    shared_rw: bool = False     # one read port on the write port's address
+    read_first: bool = False    # a read of a word being written must give the old word
 
     @property
     def bits(self):
@@ -79,7 +85,7 @@ def core_memories(params):
     p = params
     fmt = p.fmt
     mems = [
-        MemoryNeed("weights", _width(p.weight_word), p.depth, 2, 1),
+        MemoryNeed("weights", _width(p.weight_word), p.depth, 2, 1, shared_rw=True),
         MemoryNeed("grads", _width(p.grad_word), p.depth, 1, 1),
         MemoryNeed("xbuf", _width(p.value_word), 2 * p.rows(0), 1, 1),
         MemoryNeed("stash_x", _width(p.value_word), p.slots * p.rows(0), 1, 1),
@@ -97,16 +103,20 @@ LR_MULTIPLIERS = "update (x lr)"
 
 def link_memories(params):
     """The :class:`MemoryNeed` of the host link's memories (:class:`specbp_hw.board_top.BoardTop`
-    with its default result buffer): the sample buffer and the storage of its two FIFOs
-    (``SyncFIFOBuffered`` of depth ``d`` stores ``d - 1`` entries in a memory)."""
+    with its default result buffer): the sample buffer, the storage of its two FIFOs
+    (``SyncFIFOBuffered`` of depth ``d`` stores ``d - 1`` entries in a memory) and the counter
+    bank."""
     from .board_top import RX_FIFO_DEPTH, BoardTop, sample_buffer_rows
-    from .core import result_layout
+    from .core import COUNTER_WIDTH, result_layout
+    from .protocol import COUNTER_NAMES
     p = params
     return [
-        MemoryNeed("link sample buffer", _width(p.pixel_word), sample_buffer_rows(p), 1, 1),
-        MemoryNeed("link receive FIFO", 8, RX_FIFO_DEPTH - 1, 1, 1),
+        MemoryNeed("link sample buffer", _width(p.pixel_word), sample_buffer_rows(p), 1, 1,
+                   read_first=True),
+        MemoryNeed("link receive FIFO", 8, RX_FIFO_DEPTH - 1, 1, 1, read_first=True),
         MemoryNeed("link result FIFO", result_layout(p).size,
-                   BoardTop.RESULT_DEPTH - 1, 1, 1),
+                   BoardTop.RESULT_DEPTH - 1, 1, 1, read_first=True),
+        MemoryNeed("link counters", COUNTER_WIDTH, len(COUNTER_NAMES), 1, 1),
     ]
 
 
@@ -150,20 +160,37 @@ def lutram_cells(mem, device):
     return mem.read_ports * math.ceil(mem.depth / 16) * math.ceil(mem.width / 4)
 
 
+def _lutram_cost(mem, cells):
+    """Yosys' cost of ``mem`` in distributed RAM: 4 per cell, and half a point per bit of the
+    multiplexers and write-enable decoders over the 16-word cells (``memory_libmap``'s
+    ``FACTOR_MUX`` and ``FACTOR_DEMUX``)."""
+    rows = math.ceil(mem.depth / 16)
+    cost = 4 * cells + 0.5 * (rows - 1) * mem.width * mem.read_ports
+    return cost + (0.5 * rows if rows > 1 else 0)
+
+
 def bram_blocks(mem, device):
     """Block RAMs of ``mem`` on ``device`` (0 when Yosys puts it in distributed RAM).
 
-    Yosys' ``memory_libmap`` takes the cheapest mapping by the costs in its library files:
-    128 per DP16KD and 4 per ``TRELLIS_DPR16X4`` on ECP5. On iCE40 the count is an upper bound
-    for a width the EBR does not have (the 9-bit pixel values): Yosys may pack such words more
-    tightly with the EBR's bit write masks (the stash pixels of ``pool7``: 2 EBR, not 3).
+    Yosys' ``memory_libmap`` takes the cheapest mapping by the costs in its library files and
+    its own: 128 per DP16KD, 4 per ``TRELLIS_DPR16X4`` on ECP5, the distributed RAM's read
+    multiplexers (:func:`_lutram_cost`), and 6 for the logic that makes a block RAM read the old
+    word (``read_first``; distributed RAM reads before it writes anyway). On iCE40 the count is
+    an upper bound for a width the EBR does not have (the 9-bit pixel values): Yosys may pack
+    such words more tightly with the EBR's bit write masks (the stash pixels of ``pool7``: 2
+    EBR, not 3).
     """
     if device.family == "ecp5":
-        # A ROM's two read ports fit one block; a memory with a write port is stored once per
-        # read port, each copy one read and one write port.
-        copies = math.ceil(mem.read_ports / 2) if mem.write_ports == 0 else mem.read_ports
-        simple = mem.write_ports == 1
-        configs = [c for c in _ECP5_CONFIGS if simple or not c[2]]
+        if mem.write_ports == 0:
+            # A ROM's two read ports fit one block.
+            copies, configs = math.ceil(mem.read_ports / 2), _ECP5_CONFIGS
+        elif mem.shared_rw:
+            # Once, on both ports: the shared read with the write, the other read.
+            copies = mem.read_ports - 1
+            configs = [c for c in _ECP5_CONFIGS if not c[2]]
+        else:
+            # Once per read port, each copy one read and one write port.
+            copies, configs = mem.read_ports, _ECP5_CONFIGS
     else:
         # One read port per copy.
         copies = max(1, mem.read_ports)
@@ -171,7 +198,7 @@ def bram_blocks(mem, device):
     per_copy = min(math.ceil(mem.width / w) * math.ceil(mem.depth / d) for d, w, _ in configs)
     blocks = copies * per_copy
     cells = lutram_cells(mem, device)
-    if cells is not None and 4 * cells < 128 * blocks:
+    if cells is not None and _lutram_cost(mem, cells) < 128 * blocks + 6 * mem.read_first:
         return 0
     return blocks
 
@@ -196,23 +223,24 @@ class Estimate:
 
 
 # Logic per multiply-accumulate lane and fixed, measured with Yosys 0.70 / nextpnr 0.11 (YoWASP)
-# on the synthesis wrapper at commit fc50d21 (docs/BUILD.md, "Measured"). ECP5, in Yosys LUT4
-# + 2 x CCU2C (two LUTs per carry cell): paper (16 MACs) 18,727, paper-x4 (64 MACs) 50,086, so
-# 653 per MAC and 8,274 fixed; the learning-rate products in logic (booth) add 170 each
-# (paper-x4: 60,982); nextpnr's TRELLIS_COMB is 1.094 times that (paper-x4 with booth, an
-# earlier revision: 84,310 for 77,064; at fc50d21 with the host link 1.070: 67,357 for 62,939,
-# against 68,488 estimated). Flip-flops: 10,489 and 27,429, so 353 per MAC and
-# 4,843 fixed. iCE40: the 1-MAC pool7 core (its learning-rate product in logic) packs into
-# 6,833 logic cells with 3,000 flip-flops; further lanes are taken at the ECP5 rate.
-_ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 8274, 653, 170, 1.094
-_ECP5_FF_FIXED, _FF_PER_MAC = 4843, 353
-_ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 6833, 3000
-# The UART host link (board_top.PlatformTop, protocol version 2, with the core's weight-write
-# port) in place of the wrapper, measured on pool7 (Yosys 0.70, nextpnr 0.11): ULX3S 25F
-# TRELLIS_COMB 5,580 -> 7,393 and TRELLIS_FF 2,897 -> 3,506; iCEBreaker ICESTORM_LC
-# 6,714 -> 8,645 and SB_DFF* 2,877 -> 3,570.
-_LINK_LUTS = {"ecp5": 7393 - 5580, "ice40": 8645 - 6714}
-_LINK_FFS = {"ecp5": 3506 - 2897, "ice40": 3570 - 2877}
+# on the synthesis wrapper at commit 99012c6 (docs/BUILD.md, "Measured"; the wrapper folds the
+# engines' busy flags, not the core's own counters, which the bitstreams count in the link's
+# counter bank). ECP5, in Yosys LUT4 + 2 x CCU2C (two LUTs per carry cell): paper (16 MACs)
+# 16,780, paper-x4 (64 MACs) 46,554, so 620 per MAC and 6,855 fixed; the learning-rate products
+# in logic (booth) add 172 each (paper-x4: 57,585); nextpnr's TRELLIS_COMB is 1.076 times that
+# (h8-n8 with the host link: 12,424 for 11,542; 1.087 for pool7 alone, 1.127 with the link).
+# Flip-flops: 7,870 and 19,745, so 247 per MAC and 3,912 fixed. iCE40: the 1-MAC pool7 core (its
+# learning-rate product in logic) packs into 5,107 logic cells with 2,161 flip-flops (4,970
+# with the product in a DSP); further lanes are taken at the ECP5 rate.
+_ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 6855, 620, 172, 1.076
+_ECP5_FF_FIXED, _FF_PER_MAC = 3912, 247
+_ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 5107, 2161
+# The UART host link (board_top.PlatformTop, protocol version 2, with the counter bank) in place
+# of the wrapper, measured on pool7 at commit 99012c6 (Yosys 0.70, nextpnr 0.11): ULX3S 25F
+# TRELLIS_COMB 4,052 -> 6,075 and TRELLIS_FF 2,168 -> 2,883; iCEBreaker ICESTORM_LC
+# 4,970 -> 7,004 and SB_DFF* 2,161 -> 2,893.
+_LINK_LUTS = {"ecp5": 6075 - 4052, "ice40": 7004 - 4970}
+_LINK_FFS = {"ecp5": 2883 - 2168, "ice40": 2893 - 2161}
 
 
 def estimate_luts(params, device, *, lr_in_logic=False):
@@ -220,8 +248,8 @@ def estimate_luts(params, device, *, lr_in_logic=False):
     the synthesis wrapper: a linear estimate in the multiply-accumulate lanes (``K x N``),
     calibrated on measured builds of 784-input networks (see the constants above). Network
     size is not modelled: for a small network the fixed part is smaller, and the estimate
-    too high (pool7, 49-8-10, on ECP5: 11,096 estimated, 5,482 measured), so the check errs
-    on the side of refusing only for small networks."""
+    too high (pool7, 49-8-10, on ECP5 at commit 99012c6: 8,043 estimated, 4,052 measured), so
+    the check errs on the side of refusing only for small networks."""
     macs = params.block
     lr = _LUT_PER_LR_LOGIC * macs if lr_in_logic else 0
     if device.family == "ecp5":

@@ -4,7 +4,7 @@ Speculative backpropagation (arXiv 2511.11640, after Park & Suh, IEEE Access 8, 
 specified in ``shared/docs/ALGORITHM.md``, with the arithmetic of ``docs/FIXED_POINT.md``.
 
 Memories and their ports (each memory has one owner, this module; a read gives its word a
-cycle later, see ``_sync_read``; a read of a word written in the same cycle is left undefined,
+cycle later, see :func:`specbp_hw.params.sync_read`; a read of a word written in the same cycle is left undefined,
 as no engine ever uses such a read's value, which the tests check by poisoning it):
 
 ========================  ==========================  ===========================================
@@ -41,8 +41,6 @@ undo the speculative gradients exactly and run the normal backward), ``pipelined
 sample i alongside the backward of sample i-1, drained at each batch boundary).
 """
 
-from types import SimpleNamespace
-
 from amaranth.hdl import *
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -51,7 +49,7 @@ from .arith import pixel_value
 from .backward import BackwardEngine
 from .cycles import CycleModel
 from .forward import ForwardEngine
-from .params import PIPELINED, SPECULATIVE, CoreParams, addr_width
+from .params import NO_RW_CHECK, PIPELINED, SPECULATIVE, CoreParams, addr_width, sync_read
 from .update import UpdateEngine
 
 __all__ = ["TrainingCore", "NOT_ATTEMPTED", "ACCEPTED", "REJECTED", "INFERENCE"]
@@ -82,27 +80,6 @@ def result_layout(params):
         "kind": unsigned(2),
         "cycles": unsigned(24),
     })
-
-
-def _sync_read(m, mem, wr, poison, name):
-    """A read port of ``mem`` with latency 1: an asynchronous read and a register after it,
-    which Yosys merges into the RAM's read port. Unlike a synchronous Amaranth read port, which
-    promises the old word when the word is written in the same cycle (Yosys then builds a
-    bypass around a block RAM: registers and a choice), this and the memories' no_rw_check
-    leave that case undefined in hardware. The core never uses such a read's value; with
-    ``poison`` (for tests) the register takes the inverted word then, so that a bit-exact run
-    shows it. Returns an object with ``addr`` and ``data``.
-    """
-    port = mem.read_port(domain="comb")
-    data = Signal(port.data.shape(), name=f"{name}_data")
-    word = Value.cast(port.data)
-    collision = None
-    if poison:
-        collision = Signal(name=f"{name}_collision")
-        m.d.comb += collision.eq(wr.en.any() & (wr.addr == port.addr))
-        word = Mux(collision, ~word, word)
-    m.d.sync += Value.cast(data).eq(word)
-    return SimpleNamespace(addr=port.addr, data=data, collision=collision)
 
 
 class TrainingCore(wiring.Component):
@@ -188,8 +165,8 @@ class TrainingCore(wiring.Component):
         self.bwd = BackwardEngine(p)
         self.upd = UpdateEngine(p)
         # No word is read in a cycle it is written where the read's value is used (see
-        # _sync_read): no_rw_check lets Yosys build no bypass for that case.
-        rw = {"no_rw_check": 1}
+        # params.sync_read): no_rw_check lets Yosys build no bypass for that case.
+        rw = NO_RW_CHECK
         self.weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                      init=self._init or [], attrs=rw)
         self.grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[], attrs=rw)
@@ -220,13 +197,14 @@ class TrainingCore(wiring.Component):
         xb_w = self.xbuf.write_port()
         sx_w = self.stash_x.write_port()
         sa_w = self.stash_act.write_port()
-        poison = self._poison
-        w_a = _sync_read(m, self.weights, w_bw, poison, "w_a")
-        w_b = _sync_read(m, self.weights, w_bw, poison, "w_b")
-        g_r = _sync_read(m, self.grads, g_w, poison, "g_r")
-        xb_r = _sync_read(m, self.xbuf, xb_w, poison, "xb_r")
-        sx_r = _sync_read(m, self.stash_x, sx_w, poison, "sx_r")
-        sa_r = _sync_read(m, self.stash_act, sa_w, poison, "sa_r")
+        def read(mem, wr, name):
+            return sync_read(m, mem, name, poison_from=wr if self._poison else None)
+        w_a = read(self.weights, w_bw, "w_a")
+        w_b = read(self.weights, w_bw, "w_b")
+        g_r = read(self.grads, g_w, "g_r")
+        xb_r = read(self.xbuf, xb_w, "xb_r")
+        sx_r = read(self.stash_x, sx_w, "sx_r")
+        sa_r = read(self.stash_act, sa_w, "sa_r")
 
         updating = upd.busy
         in_result = Signal()        # the controller's RESULT state: no engine runs
@@ -386,7 +364,7 @@ class TrainingCore(wiring.Component):
 
         # Speculation distance: sum over classes of |y_stash - y|, folded as the softmax
         # produces y, a group of softmax_ways classes per cycle; the last group comes in the
-        # cycle whose edge loads the forward engine's y, at least one cycle before it is done.
+        # first cycle the forward engine's y is valid, at least one cycle before it is done.
         # So the accept decision in the cycle both engines are done starts from a register:
         # the sum is not on one path with the compare and the backward engine's next address,
         # and only one group's differences are built (not one per class). The backward engine

@@ -10,6 +10,8 @@ from amaranth.hdl import *
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from .params import NO_RW_CHECK, sync_read
+
 __all__ = ["CounterBank"]
 
 
@@ -32,9 +34,9 @@ class CounterBank(wiring.Component):
     rd_index : In(range(n)), rd_req : In(1)
         Hold ``rd_req`` with ``rd_index`` until ``rd_valid``.
     rd_valid : Out(1)
-        Pulse: ``rd_value`` holds counter ``rd_index`` with every increment up to a cycle at
-        most ``n + 1`` cycles before the pulse (a consistent value, read whole); it stays until
-        the next read.
+        Pulse, at most ``n + 1`` cycles after ``rd_req`` rises: ``rd_value`` holds counter
+        ``rd_index`` as counted through the cycle three before the pulse (read whole; a
+        ``clear`` two cycles before the pulse gives 0); it stays until the next read.
     rd_value : Out(width)
 
     Notes
@@ -42,7 +44,7 @@ class CounterBank(wiring.Component):
     Round robin over ``n`` counters: counter ``k`` is read from the memory in one cycle while
     its pending value is taken (and restarted with that cycle's increment), and written back
     plus that value in the next. So a pending register holds at most ``n`` increments:
-    ``inc_width + ceil(log2(n + 1))`` bits. ``clear`` marks every word stale (read as 0 at its
+    ``inc_width + (n + 1).bit_length()`` bits. ``clear`` marks every word stale (read as 0 at its
     next write) and restarts the pending values, so no sweep over the memory is needed.
     """
 
@@ -76,21 +78,16 @@ class CounterBank(wiring.Component):
         pending = [Signal(w + spare, name=f"pending{i}") for i, w in enumerate(self._inc_widths)]
 
         # The read and write ports never address the same word in one cycle (k_w = k - 1, and
-        # n >= 2). Yosys would otherwise build a bypass for that case around a block RAM
-        # (registers on the write data and address and on the read data, and a choice): the
-        # read is asynchronous with a register after it, which Yosys merges into the RAM's
-        # read port, and no_rw_check tells it the collision needs no bypass.
+        # n >= 2): no bypass for that case (params.sync_read).
         m.submodules.words = words = memory.Memory(shape=width, depth=n, init=[],
-                                                   attrs={"no_rw_check": 1})
-        rd_async = words.read_port(domain="comb")
+                                                   attrs=NO_RW_CHECK)
+        rd = sync_read(m, words, "rd")
         wr = words.write_port()
-        rd_data = Signal(width)
-        m.d.sync += rd_data.eq(rd_async.data)
 
         # Read stage: counter k's word is read and its pending value taken.
         k = Signal(range(n))
         m.d.sync += k.eq(Mux(k == n - 1, 0, k + 1))
-        m.d.comb += rd_async.addr.eq(k)
+        m.d.comb += rd.addr.eq(k)
         # Write stage: the word plus the value taken, or the value alone after a clear.
         k_w = Signal(range(n))
         taken = Signal(pend_width)
@@ -98,7 +95,7 @@ class CounterBank(wiring.Component):
         m.d.sync += k_w.eq(k)
         new = Signal(width)
         m.d.comb += [
-            new.eq(Mux(stale.bit_select(k_w, 1), 0, rd_data) + taken),
+            new.eq(Mux(stale.bit_select(k_w, 1), 0, rd.data) + taken),
             wr.addr.eq(k_w), wr.data.eq(new), wr.en.eq(1),
         ]
         with m.If(self.clear):

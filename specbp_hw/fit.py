@@ -11,7 +11,7 @@ docstring lists them) plus the softmax's ``2**-f`` tables (:class:`specbp_hw.sof
 - softmax tables: ``ceil(ways / 2)`` ROMs with two read ports each.
 
 The core's memories leave a read of a word written in the same cycle undefined (``no_rw_check``,
-see ``core._sync_read``); the host link's sample buffer and FIFOs are Amaranth synchronous read
+see ``params.sync_read``); the host link's sample buffer and FIFOs are Amaranth synchronous read
 ports, which Yosys makes read the old word with extra logic around a block RAM (``read_first``).
 
 Each memory is mapped the way Yosys' ``memory_libmap`` maps it on the part's block RAM:

@@ -9,15 +9,16 @@ same layout.
 """
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Array, Const, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data
 
 from golden.fixed import FixedFormat
 
 __all__ = ["CoreParams", "SCHEDULES", "SERIAL", "SPECULATIVE", "PIPELINED", "addr_width",
-           "lookahead", "next_loader"]
+           "lookahead", "next_loader", "NO_RW_CHECK", "sync_read"]
 
 SERIAL, SPECULATIVE, PIPELINED = 0, 1, 2
 SCHEDULES = {"serial": SERIAL, "speculative": SPECULATIVE, "pipelined": PIPELINED}
@@ -41,6 +42,35 @@ def lookahead(m, reg):
     m.d.comb += nxt.eq(reg)
     m.d.sync += reg.eq(nxt)
     return nxt
+
+
+# Memory attributes: a read of a word written in the same cycle is undefined (see sync_read).
+NO_RW_CHECK = {"no_rw_check": 1}
+
+
+def sync_read(m, mem, name, *, poison_from=None):
+    """A read port of ``mem`` (created with ``attrs=NO_RW_CHECK``) with latency 1: an
+    asynchronous read and a register after it, which Yosys merges into the RAM's read port.
+
+    Unlike a synchronous Amaranth read port, which promises the old word when the word is
+    written in the same cycle (Yosys then builds a bypass around a block RAM: registers on the
+    write data, address and read data, and a choice), this and ``no_rw_check`` leave that case
+    undefined in hardware: use it where such a read's value is never used. With
+    ``poison_from`` (a write port of ``mem``; for tests) the register takes the inverted word
+    then, so that a bit-exact run shows the value is not used. Returns an object with ``addr``,
+    ``data`` and ``collision`` (the poisoning condition, or None).
+    """
+    port = mem.read_port(domain="comb")
+    data = Signal(port.data.shape(), name=f"{name}_data")
+    word = Value.cast(port.data)
+    collision = None
+    if poison_from is not None:
+        wr = poison_from
+        collision = Signal(name=f"{name}_collision")
+        m.d.comb += collision.eq(wr.en.any() & (wr.addr == port.addr))
+        word = Mux(collision, ~word, word)
+    m.d.sync += Value.cast(data).eq(word)
+    return SimpleNamespace(addr=port.addr, data=data, collision=collision)
 
 
 def next_loader(m, *pairs):

@@ -76,11 +76,11 @@ def test_sync_read_old_word_or_poison_on_collision(poison):
     cycle (what simulation gives; hardware is undefined then), inverted with ``poison``."""
     from amaranth.hdl import Module
     from amaranth.lib import memory
-    from specbp_hw.core import _sync_read
+    from specbp_hw.params import sync_read
     m = Module()
     m.submodules.mem = mem = memory.Memory(shape=8, depth=4, init=[1, 2, 3, 4])
     wr = mem.write_port()
-    rd = _sync_read(m, mem, wr, poison, "rd")
+    rd = sync_read(m, mem, "rd", poison_from=wr if poison else None)
     got = []
 
     async def testbench(ctx):

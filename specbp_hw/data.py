@@ -34,6 +34,7 @@ import gzip
 import hashlib
 import http.client
 import importlib.util
+import math
 import os
 import pathlib
 import secrets
@@ -103,6 +104,8 @@ _IDX_UBYTE = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"
 _NUM_CLASSES = 10
 _PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+# Image sides of the pooled datasets (Dataset.pooled): the divisors of 28.
+_SIDES = tuple(s for s in range(1, IMAGE_SHAPE[0] + 1) if IMAGE_SHAPE[0] % s == 0)
 _BUILTIN_RELPATH = ("data", "data", "mnist_5k.csv.gz")
 _BUILTIN_ROWS = 5000
 _BUILTIN_PER_CLASS = 500
@@ -143,18 +146,20 @@ class Dataset:
     """MNIST train and test sets as flat uint8 arrays.
 
     Images are rows of 784 = 28*28 pixels (row-major, 0 = background,
-    255 = ink); labels are the digits 0..9.  The arrays are read-only
+    255 = ink), or of ``s*s`` pixels after :meth:`pooled` (``s`` divides
+    28); labels are the digits 0..9.  The arrays are read-only
     (``arr.flags.writeable`` is False) because they may share memory with
     the loaded file or with other subsets: copy them before modifying.
 
     Parameters
     ----------
     train_images : numpy.ndarray
-        uint8, shape ``(N, 784)``, C-contiguous.
+        uint8, shape ``(N, 784)`` (or ``(N, s*s)``, pooled), C-contiguous.
     train_labels : numpy.ndarray
         uint8, shape ``(N,)``.
     test_images : numpy.ndarray
-        uint8, shape ``(M, 784)``, C-contiguous.
+        uint8, shape ``(M, 784)`` (or ``(M, s*s)``, pooled; as the train set),
+        C-contiguous.
     test_labels : numpy.ndarray
         uint8, shape ``(M,)``.
     source : str
@@ -182,12 +187,14 @@ class Dataset:
                 isinstance(images, np.ndarray)
                 and images.dtype == np.uint8
                 and images.ndim == 2
-                and images.shape[1] == _PIXELS
+                and images.shape[1] in (_PIXELS, *(s * s for s in _SIDES))
+                and images.shape[1] == self.train_images.shape[1]
                 and images.flags.c_contiguous
             ):
                 raise DataError(
                     f"Dataset ({self.source or 'no source'}): {split}_images must be a "
-                    f"C-contiguous uint8 array of shape (N, {_PIXELS}), got "
+                    f"C-contiguous uint8 array of shape (N, {_PIXELS}) (or (N, s*s) for s "
+                    f"in {', '.join(map(str, _SIDES[:-1]))}, both sets alike), got "
                     f"{_describe_array(images)}"
                 )
             if not (
@@ -244,6 +251,70 @@ class Dataset:
             test_labels=self.test_labels[:n_test],
             source=f"{self.source}; subset: first {n_train} train / first {n_test} test",
         )
+
+    @property
+    def side(self) -> int:
+        """Pixels per image row: 28, or that of a :meth:`pooled` dataset."""
+        return math.isqrt(self.train_images.shape[1])
+
+    def pooled(self, side: int) -> Dataset:
+        """The images average-pooled to ``side`` x ``side`` pixels.
+
+        Each pooled pixel is the mean of an ``f`` x ``f`` block (``f = self.side // side``),
+        rounded to nearest with ties up: ``(sum + f*f // 2) // (f*f)``, still uint8. The
+        ``pool7`` preset's 49 inputs are MNIST pooled to 7 x 7 (4 x 4 blocks). Returns this
+        dataset when ``side`` is its own.
+
+        Raises
+        ------
+        DataError
+            If ``side`` does not divide the dataset's side.
+        """
+        own = self.side
+        if isinstance(side, bool) or not isinstance(side, (int, np.integer)) \
+                or not 1 <= side <= own or own % side:
+            sides = [s for s in _SIDES if own % s == 0]
+            raise DataError(
+                f"{self.source}: cannot pool {own}x{own} images to {side!r}x{side!r}; the side "
+                f"must divide {own} ({', '.join(map(str, sides))})"
+            )
+        if side == own:
+            return self
+        f = own // side
+
+        def pool(images: np.ndarray) -> np.ndarray:
+            blocks = images.reshape(len(images), side, f, side, f).astype(np.uint32)
+            sums = blocks.sum(axis=(2, 4)).reshape(len(images), side * side)
+            return _readonly(((sums + f * f // 2) // (f * f)).astype(np.uint8))
+
+        return Dataset(
+            train_images=pool(self.train_images),
+            train_labels=self.train_labels,
+            test_images=pool(self.test_images),
+            test_labels=self.test_labels,
+            source=f"{self.source}; {f}x{f}-average-pooled to {side}x{side}",
+        )
+
+    def for_inputs(self, inputs: int) -> Dataset:
+        """The dataset as the input of a network with ``inputs`` inputs: this one, or
+        :meth:`pooled` to ``sqrt(inputs)`` pixels a side (49 inputs: 7 x 7).
+
+        Raises
+        ------
+        DataError
+            If no pooling gives ``inputs`` pixels (the message lists the sizes that work).
+        """
+        if inputs == self.train_images.shape[1]:
+            return self
+        side = math.isqrt(max(0, int(inputs)))
+        if side * side != inputs or side < 1 or self.side % side:
+            sizes = [s * s for s in _SIDES if self.side % s == 0]
+            raise DataError(
+                f"the network takes {inputs} inputs but the images have "
+                f"{self.train_images.shape[1]} pixels; use a network with one of "
+                f"{', '.join(map(str, sizes))} inputs (the images average-pooled to fit)"
+            )
+        return self.pooled(side)
 
     def _subset_count(self, split: str, count: int | None, available: int) -> int:
         if count is None:

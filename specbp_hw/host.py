@@ -454,9 +454,15 @@ def main(argv=None, transport=None):
             raise ValueError(f"--batch must be from 1 to the board's {info['max_batch']}, "
                              f"not {args.batch}")
         thr = threshold_register(args.threshold, info)
-        if info["layers"][0] != ds.train_images.shape[1]:
-            raise ValueError(f"the board's network takes {info['layers'][0]} inputs, the data "
-                             f"has {ds.train_images.shape[1]} pixels per image")
+        try:
+            ds = ds.for_inputs(info["layers"][0])  # pooled for a smaller input layer
+        except DataError as exc:
+            raise ValueError(f"the board's network: {exc}") from None
+        classes = info["layers"][-1]
+        top = int(max(ds.train_labels.max(initial=0), ds.test_labels.max(initial=0)))
+        if top >= classes:
+            raise ValueError(f"the data has label {top} but the board's network only "
+                             f"{classes} classes")
         print(f"data: {ds.source}")
         init = initial_params(info, args.seed)
         print(f"board: {'-'.join(map(str, info['layers']))}, {info['inputs']} x "

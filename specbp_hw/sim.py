@@ -528,10 +528,6 @@ def _validate(args, params, data):
     if args.check and args.batch < 2 and args.backend == "cxxrtl":
         raise UsageError("--check compares weights between batches, which needs --batch 2 "
                          "or more; use --no-check with --batch 1")
-    if data.train_images.shape[1] != params.layers[0]:
-        raise UsageError(f"the network takes {params.layers[0]} inputs but the data has "
-                         f"{data.train_images.shape[1]} pixels per image; use --layers "
-                         f"{data.train_images.shape[1]},...")
     top = int(max(data.train_labels.max(initial=0), data.test_labels.max(initial=0)))
     if top >= params.classes:
         raise UsageError(f"the data has label {top} but the network only {params.classes} "
@@ -593,6 +589,7 @@ def _main(args):
     data = resolve(args.data)
     if args.train is not None or args.test is not None:
         data = data.subset(train=args.train, test=args.test)
+    data = data.for_inputs(params.layers[0])       # pooled for a smaller input layer
     _validate(args, params, data)
     steps = len(data.train_labels) * args.epochs
     check = args.check if args.check is not None else steps <= CHECK_DEFAULT_STEPS

@@ -295,6 +295,66 @@ def test_subset():
     assert ds.subset() is ds
 
 
+def test_pooled_is_the_rounded_block_mean():
+    ds = small_dataset()
+    pooled = ds.pooled(7)
+    assert pooled.train_images.shape == (20, 49) and pooled.test_images.shape == (10, 49)
+    assert pooled.train_images.dtype == np.uint8 and not pooled.train_images.flags.writeable
+    assert pooled.train_labels is ds.train_labels and pooled.side == 7
+    assert pooled.source == "synthetic; 4x4-average-pooled to 7x7"
+    for images, got in ((ds.train_images, pooled.train_images),
+                        (ds.test_images, pooled.test_images)):
+        for n in range(len(images)):
+            img = [[int(v) for v in images[n, r * 28:(r + 1) * 28]] for r in range(28)]
+            for i in range(7):
+                for j in range(7):
+                    total = sum(img[4 * i + a][4 * j + b] for a in range(4) for b in range(4))
+                    assert got[n, 7 * i + j] == (total + 8) // 16     # ties up
+    # A block of 8 x 255 and 8 x 0 is a tie (127.5): it rounds up; all 255 stays 255.
+    img = np.zeros((1, 28, 28), np.uint8)
+    img[0, :2, :4] = 255
+    img[0, 4:8, 4:8] = 255
+    tie = Dataset(img.reshape(1, 784), np.zeros(1, np.uint8), img.reshape(1, 784),
+                  np.zeros(1, np.uint8))
+    assert tie.pooled(7).train_images[0, [0, 1, 8]].tolist() == [128, 0, 255]
+    assert ds.pooled(28) is ds and ds.for_inputs(784) is ds
+    assert ds.for_inputs(16).train_images.shape == (20, 16)
+    np.testing.assert_array_equal(ds.for_inputs(49).test_images, pooled.test_images)
+    # A pooled set pools further, from its own (rounded) pixels.
+    twice = ds.pooled(14).pooled(7)
+    assert twice.side == 7 and twice.source.endswith("to 14x14; 2x2-average-pooled to 7x7")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda ds: ds.pooled(5), "cannot pool 28x28 images to 5x5; the side must divide 28 "
+                              "(1, 2, 4, 7, 14, 28)"),
+    (lambda ds: ds.pooled(0), "cannot pool 28x28 images to 0x0"),
+    (lambda ds: ds.pooled(7).pooled(2), "cannot pool 7x7 images to 2x2; the side must divide "
+                                        "7 (1, 7)"),
+    (lambda ds: ds.for_inputs(50), "the network takes 50 inputs but the images have 784 "
+                                   "pixels; use a network with one of 1, 4, 16, 49, 196, 784 "
+                                   "inputs"),
+    (lambda ds: ds.for_inputs(25), "one of 1, 4, 16, 49, 196, 784 inputs"),
+    (lambda ds: ds.pooled(7).for_inputs(16), "the images have 49 pixels; use a network with "
+                                             "one of 1, 49 inputs"),
+])
+def test_pooling_errors(call, message):
+    with pytest.raises(DataError) as info:
+        call(small_dataset())
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_dataset_rejects_pixel_counts_of_no_pooling():
+    a = synthetic_arrays()
+    with pytest.raises(DataError, match=r"shape \(N, 784\) \(or \(N, s\*s\) for s in "
+                                        r"1, 2, 4, 7, 14"):
+        Dataset(a["train_images"].reshape(20, 784)[:, :50].copy(), a["train_labels"],
+                a["test_images"].reshape(10, 784)[:, :50].copy(), a["test_labels"])
+    with pytest.raises(DataError, match="both sets alike"):
+        Dataset(a["train_images"].reshape(20, 784), a["train_labels"],
+                a["test_images"].reshape(10, 784)[:, :49].copy(), a["test_labels"])
+
+
 @pytest.mark.parametrize(
     "kwargs, expected",
     [

@@ -102,12 +102,13 @@ def test_cli_no_reply(capsys):
 
 
 def test_cli_board_of_another_network(capsys):
-    # The tiny simulated board takes 16 inputs; MNIST has 784 pixels per image.
+    # The tiny simulated board takes 16 inputs (MNIST pooled to 4x4 fits them) and has 4
+    # classes; MNIST has 10.
     with make_board() as board:
         code, out, err = cli(capsys, "--port", "sim", "--train", "10", "--test", "5",
                              transport=board)
-    assert code == 1 and err == "error: the board's network takes 16 inputs, the data has " \
-                                "784 pixels per image\n"
+    assert code == 1 and err == "error: the data has label 9 but the board's network only " \
+                                "4 classes\n"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -163,6 +164,9 @@ def test_cli_trains_on_the_simulated_board(capsys, monkeypatch, tmp_path):
         test_images, test_labels = data.test_images, data.test_labels
 
         def subset(self, train, test):
+            return self
+
+        def for_inputs(self, inputs):
             return self
 
     monkeypatch.setattr(specbp_hw.data, "resolve", lambda path: Tiny())

@@ -73,6 +73,20 @@ def test_single_schedule_no_check_vcd_and_epochs(tmp_path):
     assert vcd.read_text().startswith("$") and "#" in vcd.read_text()
 
 
+def test_small_input_layer_trains_on_pooled_images(tmp_path):
+    # 16 inputs: the images average-pooled to 4x4 (7x7 blocks), as pool7's 49 are to 7x7.
+    out = tmp_path / "r.json"
+    r = run("--backend", "pysim", "--layers", "16,8,10", "--inputs", "4", "--lanes", "8",
+            "--no-progress", "--train", "6", "--test", "10", "--batch", "3", "--schedule",
+            "serial", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "; 7x7-average-pooled to 4x4" in r.stdout.splitlines()[0]
+    assert "core: 16-8-10" in r.stdout
+    doc = json.loads(out.read_text())
+    assert doc["data"].endswith("7x7-average-pooled to 4x4")
+    assert doc["schedules"]["serial"]["bit_exact"] is True
+
+
 def test_sweep_threshold(tmp_path):
     out = tmp_path / "r.json"
     # Ten samples: labels repeat in the first ten of both the built-in data and full MNIST.
@@ -100,7 +114,8 @@ def test_sweep_threshold(tmp_path):
     (["--batch", "40"], "error: --batch must be 1..16"),
     (["--epochs", "0"], "error: --epochs must be at least 1"),
     (["--layers", "784,x,10"], "error: layers must be comma-separated integers"),
-    (["--layers", "100,16,10"], "error: the network takes 100 inputs but the data has 784"),
+    (["--layers", "100,16,10"], "error: the network takes 100 inputs but the images have 784 "
+                                "pixels; use a network with one of 1, 4, 16, 49, 196, 784"),
     (["--layers", "784,16,8"], "error: the data has label 9 but the network only 8 classes"),
     (["--lanes", "5"], "error: lanes (5) must divide every hidden layer's size"),
     (["--vcd-window", "5"], "expected FIRST:COUNT"),

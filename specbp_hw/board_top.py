@@ -37,6 +37,19 @@ def zext(value, bits):
     return Cat(value, C(0, bits - len(value))) if len(value) < bits else value[:bits]
 
 
+def below(value, bound):
+    """``value < bound`` (unsigned) for a constant ``bound`` >= 1, built as a zero test of the
+    bits above ``bound``'s width and a compare of the bits below: Yosys builds a compare as a
+    carry chain as wide as its operands (a logic cell a bit on the iCE40), a zero test in a few
+    LUTs."""
+    value = Value.cast(value)
+    n = (bound - 1).bit_length()
+    if n >= len(value):
+        return value < bound
+    high_zero = value[n:] == 0
+    return high_zero if bound == 1 << n else high_zero & (value[:n] < bound)
+
+
 def crc16_step(crc, byte):
     """CRC-16/CCITT-FALSE after one more byte: combinational, 8 unrolled bit steps."""
     for i in reversed(range(8)):
@@ -259,8 +272,9 @@ class BoardTop(wiring.Component):
         arg = Signal(32)                        # the first 4 payload bytes
         crc = Signal(16, init=0xFFFF)
         crc_bad = Signal()
+        crc_byte = Signal(8)                    # the byte the CRC takes (sent, in a reply)
         crc_next = Signal(16)
-        m.d.comb += crc_next.eq(crc16_step(crc, rx_byte))
+        m.d.comb += [crc_byte.eq(rx_byte), crc_next.eq(crc16_step(crc, crc_byte))]
         label = Signal(8)
         flags = Signal(8)
         acc = Signal(8 * K)                     # pixels of the word being assembled
@@ -283,11 +297,11 @@ class BoardTop(wiring.Component):
         SRC_INFO, SRC_RESULTS, SRC_WEIGHTS, SRC_STATUS, SRC_COUNTERS, SRC_LEVEL = range(6)
         r_cmd = Signal(8)
         r_status = Signal(8)
-        r_len = Signal(16)
+        # A reply never overlaps a request's reception: it reuses the request's length, byte
+        # index and CRC registers (one CRC circuit, one "last byte" compare).
+        r_len, r_idx, r_crc = length, idx, crc
         r_src = Signal(3)
         r_part = Signal(3)                      # 0 header, 1 payload, 2 crc lo, 3 crc hi
-        r_idx = Signal(16)
-        r_crc = Signal(16)
         r_sub = Signal(range(max(word_bytes, RESULT_BYTES, COUNTER_BYTES)))  # byte in a record
         r_count = Signal(8)                     # results in a RESULTS reply
         r_word = Signal(range(max(p.depth, len(COUNTER_NAMES)) + 1))   # weight word, counter
@@ -376,6 +390,13 @@ class BoardTop(wiring.Component):
                         Cmd.WEIGHTS: 4, Cmd.LOAD_WEIGHTS: (2 + K, max_payload)}
         m.d.comb += sb_r.addr.eq(beat)
         w_addr, w_count = arg[:16], arg[16:]
+
+        def beyond(addr, count):
+            """``addr + count > depth``: either is above ``depth``, or their sum, both taken
+            at ``depth``'s width (a carry chain that short, not one of 17 bits)."""
+            a = p.depth.bit_length()
+            return (~below(addr, p.depth + 1) | ~below(count, p.depth + 1)
+                    | (addr[:a] + count[:a] > p.depth))
         # Registered views of the result buffer for the decisions in EXEC (short paths). Both
         # are exact there: between the request's last byte and EXEC nothing uploads or pops,
         # and results that arrive meanwhile only raise the level.
@@ -410,7 +431,7 @@ class BoardTop(wiring.Component):
                             m.d.sync += [length[8:].eq(rx_byte), idx.eq(0), arg.eq(0),
                                          kpos.eq(0), wpos.eq(0), lw_words.eq(0),
                                          lw_part.eq(0)]
-                            with m.If(Cat(length[:8], rx_byte) > max_payload):
+                            with m.If(~below(Cat(length[:8], rx_byte), max_payload + 1)):
                                 m.next = "DRAIN_LEN"
                             with m.Elif(Cat(length[:8], rx_byte) == 0):
                                 m.next = "CRC0"
@@ -418,13 +439,13 @@ class BoardTop(wiring.Component):
                                 m.next = "PAYLOAD"
                         elif state == "PAYLOAD":
                             m.d.sync += idx.eq(idx + 1)
-                            with m.If(idx < 4):
+                            with m.If(below(idx, 4)):
                                 m.d.sync += arg.word_select(idx[:2], 8).eq(rx_byte)
                             with m.If(idx == 0):
                                 m.d.sync += label.eq(rx_byte)
                             with m.If(idx == 1):
                                 m.d.sync += flags.eq(rx_byte)
-                            with m.If((idx >= 2) & (wpos < sbuf_rows)):
+                            with m.If(~below(idx, 2) & (wpos < sbuf_rows)):
                                 word = Cat(acc[8:], rx_byte)
                                 m.d.sync += [acc.eq(word), kpos.eq(kpos + 1)]
                                 with m.If(kpos == K - 1):
@@ -462,7 +483,7 @@ class BoardTop(wiring.Component):
                     for code, n in expected_len.items():
                         with m.Case(code):
                             if isinstance(n, tuple):
-                                bad_length = (length < n[0]) | (length > n[1])
+                                bad_length = below(length, n[0]) | ~below(length, n[1] + 1)
                             else:
                                 bad_length = length != n
                             with m.If(bad_length):
@@ -479,11 +500,12 @@ class BoardTop(wiring.Component):
                                 elif code in (Cmd.SET_SCHEDULE, Cmd.SET_THRESHOLD,
                                               Cmd.SET_BATCH, Cmd.SET_INFER):
                                     reg, ok = {
-                                        Cmd.SET_SCHEDULE: (schedule, arg <= 2),
-                                        Cmd.SET_THRESHOLD: (threshold,
-                                                            arg < (1 << p.threshold_width)),
-                                        Cmd.SET_BATCH: (batch, (arg >= 1) & (arg <= p.max_batch)),
-                                        Cmd.SET_INFER: (infer, arg <= 1),
+                                        Cmd.SET_SCHEDULE: (schedule, below(arg, 3)),
+                                        Cmd.SET_THRESHOLD: (threshold, below(
+                                            arg, 1 << p.threshold_width)),
+                                        Cmd.SET_BATCH: (batch, (arg != 0)
+                                                        & below(arg, p.max_batch + 1)),
+                                        Cmd.SET_INFER: (infer, below(arg, 2)),
                                     }[code]
                                     with m.If(~ok):
                                         fail(Status.BAD_VALUE)
@@ -499,7 +521,7 @@ class BoardTop(wiring.Component):
                                         m.d.comb += core_rst.eq(1)     # step_sum too
                                         reply(Status.OK)
                                 elif code == Cmd.UPLOAD:
-                                    with m.If((label >= p.classes) | (flags > 1)):
+                                    with m.If(~below(label, p.classes) | ~below(flags, 2)):
                                         fail(Status.BAD_VALUE)
                                     with m.Elif(~room):
                                         fail(Status.BUSY)
@@ -513,8 +535,9 @@ class BoardTop(wiring.Component):
                                           length=1 + mul_const(n_results, RESULT_BYTES))
                                 elif code == Cmd.WEIGHTS:
                                     max_words = min(p.depth, 0xFFFF // word_bytes)
-                                    with m.If((w_count == 0) | (w_count > max_words)
-                                              | (w_addr + w_count > p.depth)):
+                                    with m.If((w_count == 0)
+                                              | ~below(w_count, max_words + 1)
+                                              | beyond(w_addr, w_count)):
                                         fail(Status.BAD_VALUE)
                                     with m.Elif(~core.idle):
                                         fail(Status.BUSY)
@@ -529,7 +552,7 @@ class BoardTop(wiring.Component):
                                     # or more bytes after the last; the first term states
                                     # the rule directly.)
                                     with m.If((lw_words == 0) | (lw_part >= K) | (kpos != 0)
-                                              | (w_addr + lw_words > p.depth)):
+                                              | beyond(w_addr, lw_words)):
                                         fail(Status.BAD_VALUE)
                                     with m.Elif(~core.idle):
                                         fail(Status.BUSY)
@@ -607,8 +630,9 @@ class BoardTop(wiring.Component):
             with m.State("R_SEND"):
                 with m.If(tx.i.ready):
                     m.d.sync += [tx_valid.eq(0), r_idx.eq(r_idx + 1)]
+                    m.d.comb += crc_byte.eq(tx_byte)
                     with m.If((r_part == 1) | ((r_part == 0) & (r_idx != 0))):
-                        m.d.sync += r_crc.eq(crc16_step(r_crc, tx_byte))
+                        m.d.sync += r_crc.eq(crc_next)
                     m.next = "R_GAP"
                     with m.Switch(r_part):
                         with m.Case(0):

@@ -14,12 +14,13 @@ outputs to its LEDs.
 """
 
 from amaranth.hdl import *
-from amaranth.lib import data, fifo, io, memory, wiring
+from amaranth.lib import data, io, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from .block_fifo import BlockFIFO
 from .core import ACCEPTED, COUNTER_WIDTH, REJECTED, TrainingCore, result_layout
 from .counter_bank import CounterBank
-from .params import CoreParams
+from .params import NO_RW_CHECK, CoreParams, sync_read
 from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RESULT_BYTES,
                        STATUS_BYTES, Cmd, Status, info_bytes, load_data_bytes,
                        max_request_payload, weight_word_bytes)
@@ -109,7 +110,9 @@ class BoardTop(wiring.Component):
         Cycles the ``led_busy`` output stays lit after the core was last busy (so that short
         steps are visible). Default: 2**22 (about 40 ms at 100 MHz).
     poison_collisions : bool
-        For tests, passed to the :class:`~specbp_hw.core.TrainingCore`.
+        For tests: memory reads that collide with a write read inverted words, in the
+        :class:`~specbp_hw.core.TrainingCore`, the link's FIFOs (:class:`BlockFIFO`) and its
+        sample buffer (see :func:`~specbp_hw.params.sync_read`).
 
     Members
     -------
@@ -163,6 +166,7 @@ class BoardTop(wiring.Component):
         self._led_hold = led_hold
         super().__init__()
         self.core = TrainingCore(params, init=init, poison_collisions=poison_collisions)
+        self._poison = bool(poison_collisions)
 
     @property
     def params(self):
@@ -194,13 +198,15 @@ class BoardTop(wiring.Component):
         m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
 
         # Received bytes wait here while the engine is busy (streaming a sample, replying).
-        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=RX_FIFO_DEPTH)
-        wiring.connect(m, rx.o, rx_fifo.w_stream)
+        m.submodules.rx_fifo = rx_fifo = BlockFIFO(8, RX_FIFO_DEPTH,
+                                                   poison_collisions=self._poison)
+        m.d.comb += [rx_fifo.w_data.eq(rx.o.payload), rx_fifo.w_en.eq(rx.o.valid),
+                     rx.o.ready.eq(rx_fifo.w_rdy)]
 
         # Results of the core, read by the host with RESULTS.
         rlayout = result_layout(p)
-        m.submodules.results = results = fifo.SyncFIFOBuffered(width=rlayout.size,
-                                                               depth=self._result_depth)
+        m.submodules.results = results = BlockFIFO(rlayout.size, self._result_depth,
+                                                   poison_collisions=self._poison)
         m.d.comb += [results.w_data.eq(core.o.payload), results.w_en.eq(core.o.valid),
                      core.o.ready.eq(results.w_rdy)]
         res_done = core.o.valid & core.o.ready
@@ -227,9 +233,11 @@ class BoardTop(wiring.Component):
         # ``rows0`` only where one weight word is longer than a sample.
         word_bytes = weight_word_bytes(p)
         sbuf_rows = sample_buffer_rows(p)
-        m.submodules.sbuf = sbuf = memory.Memory(shape=p.pixel_word, depth=sbuf_rows, init=[])
+        # A frame's writes end before its words are read: no read meets a write.
+        m.submodules.sbuf = sbuf = memory.Memory(shape=p.pixel_word, depth=sbuf_rows, init=[],
+                                                 attrs=NO_RW_CHECK)
         sb_w = sbuf.write_port()
-        sb_r = sbuf.read_port()     # not transparent: a frame's writes end before streaming
+        sb_r = sync_read(m, sbuf, "sb_r", poison_from=sb_w if self._poison else None)
 
         # Settings (the core's registers); changed only by a checked frame while idle.
         schedule = Signal(2)
@@ -320,6 +328,12 @@ class BoardTop(wiring.Component):
         assert len(res_bytes) == 8 * RESULT_BYTES
         header = Array([C(REPLY_SOF, 8), r_cmd, r_status, r_len[:8], r_len[8:]])
         info = info_bytes(p, self._result_depth)
+        # The INFO bytes in a block RAM (a ROM): read with the reply's byte index, which holds
+        # still from R_SEND until the next R_PICK (R_GAP, R_GAP2 between).
+        m.submodules.info_rom = info_rom = memory.Memory(shape=8, depth=len(info),
+                                                         init=list(info))
+        info_rd = info_rom.read_port()
+        m.d.comb += info_rd.addr.eq(r_idx)
         error_before = Signal()                 # the error LED before this request
         status_word = Cat(Cat(core.idle, infer, error_before), C(0, 5), zext(schedule, 8),
                           zext(batch, 8), zext(threshold, 32), zext(results.level, 8),
@@ -328,8 +342,7 @@ class BoardTop(wiring.Component):
         pay_byte = Signal(8)
         with m.Switch(r_src):
             with m.Case(SRC_INFO):
-                rom = Array(C(b, 8) for b in info)
-                m.d.comb += pay_byte.eq(rom[r_idx[:(len(info) - 1).bit_length()]])
+                m.d.comb += pay_byte.eq(info_rd.data)
             with m.Case(SRC_STATUS):
                 m.d.comb += pay_byte.eq(status_word.word_select(r_idx[:4], 8))
             with m.Case(SRC_COUNTERS):

@@ -7,6 +7,8 @@ table of final test accuracy (mean and sample standard deviation over seeds) and
 (mean over seeds of fixed minus float, same seed). Rerun:
 
     python benchmarks/precision_study.py --data ../shared/mnist --json precision.json
+    python benchmarks/precision_study.py --data ../shared/mnist --layers 49,8,10 \
+        --json precision_pool7.json       # the pooled network of the iCEBreaker's presets
 """
 
 import argparse
@@ -23,6 +25,7 @@ from golden.fixed_model import FixedArith
 from golden.float_model import FloatArith
 from golden.train import train
 from specbp_hw.data import resolve
+from specbp_hw.presets import parse_layers
 
 D = FixedFormat()
 FORMATS = {
@@ -38,6 +41,17 @@ FORMATS = {
     "D12.9": D.replace(delta=Q(12, 9)),
     "D12.11": D.replace(delta=Q(12, 11)),
     "U12.8": D.replace(update=Q(12, 8)),
+    # Every format narrower at once (FixedFormat.uniform): what a smaller part would build.
+    "all 14 bits": FixedFormat.uniform(14),
+    "all 12 bits": FixedFormat.uniform(12),
+    "all 11 bits": FixedFormat.uniform(11),
+    "all 10 bits": FixedFormat.uniform(10),
+    "all 10 bits stochastic": FixedFormat.uniform(10, rounding="stochastic"),
+    "all 10 bits but W14.11": FixedFormat.uniform(10, weight=Q(14, 11)),
+    "all 10 bits but W12.9": FixedFormat.uniform(10, weight=Q(12, 9)),
+    # The precision q9w14 (preset pool7-q9, the iCEBreaker's).
+    "all 9 bits but W14.11 U10.6": FixedFormat.uniform(9, weight=Q(14, 11), update=Q(10, 6)),
+    "all 8 bits but W14.11 U10.6": FixedFormat.uniform(8, weight=Q(14, 11), update=Q(10, 6)),
 }
 
 # Controls: float64 again with every initial weight moved by a constant. 1e-9 shows how far two
@@ -57,8 +71,8 @@ class _PerturbedFloat(FloatArith):
 
 
 def _run(job):
-    name, thr, seed, epochs = job
-    cfg = TrainConfig(threshold=thr, seed=seed, epochs=epochs)
+    name, thr, seed, epochs, layers = job
+    cfg = TrainConfig(layers=layers, threshold=thr, seed=seed, epochs=epochs)
     if name == "float":
         arith = FloatArith(cfg)
     elif name in CONTROLS:
@@ -69,9 +83,9 @@ def _run(job):
     return job, r.epochs[-1].test_accuracy, sum(e.accepted for e in r.epochs) / epochs
 
 
-def _init(data_dir):
+def _init(data_dir, inputs):
     global _DATA
-    _DATA = resolve(data_dir)
+    _DATA = resolve(data_dir).for_inputs(inputs)
 
 
 def main():
@@ -81,17 +95,22 @@ def main():
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--threshold", type=float, default=0.25)
     p.add_argument("--formats", help="comma-separated subset of the format names")
+    p.add_argument("--layers", default="784,16,16,10",
+                   help="layer sizes (default the paper's); fewer inputs than 784 pool the "
+                        "images (49: 7x7, the pool7 preset's)")
     p.add_argument("--jobs", type=int, default=os.cpu_count())
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     names = list(CONTROLS) + (list(FORMATS) if not args.formats else args.formats.split(","))
-    print(f"data: {resolve(args.data).source}", flush=True)
-    jobs = [(n, thr, s, args.epochs) for n in ["float"] + names
+    layers = parse_layers(args.layers)
+    print(f"data: {resolve(args.data).for_inputs(layers[0]).source}", flush=True)
+    print(f"network: {'-'.join(map(str, layers))}", flush=True)
+    jobs = [(n, thr, s, args.epochs, layers) for n in ["float"] + names
             for thr in (0.0, args.threshold) for s in seeds]
     t0 = time.time()
     res = {}
-    with mp.Pool(args.jobs, initializer=_init, initargs=(args.data,)) as pool:
+    with mp.Pool(args.jobs, initializer=_init, initargs=(args.data, layers[0])) as pool:
         for job, acc, accepted in pool.imap_unordered(_run, jobs):
             res[job[:3]] = (acc, accepted)
             print(f"  {job[0]:48s} thr {job[1]:<5} seed {job[2]}: {100 * acc:.2f}%  "
@@ -122,7 +141,8 @@ def main():
     print(f"\n{len(jobs)} runs in {time.time() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"epochs": args.epochs, "seeds": seeds, "threshold": args.threshold,
+            json.dump({"layers": list(layers), "epochs": args.epochs, "seeds": seeds,
+                       "threshold": args.threshold,
                        "rows": table}, f, indent=2)
 
 

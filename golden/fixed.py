@@ -247,6 +247,21 @@ class FixedFormat:
     def replace(self, **changes):
         return replace(self, **changes)
 
+    @classmethod
+    def uniform(cls, width, **changes):
+        """Every datapath value at ``width`` bits (8..24) with the default formats' integer
+        bits: weights ``Q(width, width - 3)``, activations ``Q(width, width - 7)``, deltas and
+        update ``Q(width, width - 4)``, ``y`` with ``width - 1`` fraction bits, exponentials
+        and reciprocal with ``max(8, width)`` and ``max(8, width + 1)``. ``uniform(16)`` is
+        the default format. ``changes`` as for :meth:`replace`."""
+        if not isinstance(width, int) or not 8 <= width <= 24:
+            raise ValueError(f"Uniform width must be an integer from 8 to 24, not {width!r}")
+        kwargs = dict(weight=Q(width, width - 3), act=Q(width, width - 7),
+                      delta=Q(width, width - 4), update=Q(width, width - 4),
+                      prob_frac=width - 1, exp_frac=max(8, width),
+                      recip_frac=max(8, width + 1))
+        return cls(**{**kwargs, **changes})
+
     # -- derived formats ---------------------------------------------------------------------
 
     @property

@@ -51,6 +51,17 @@ def test_q_rejects_bad_parameters(width, frac):
         Q(width, frac)
 
 
+def test_uniform_formats():
+    assert FixedFormat.uniform(16) == FixedFormat()
+    f = FixedFormat.uniform(10, max_batch=16)
+    assert (f.weight, f.act, f.delta, f.update) == (Q(10, 7), Q(10, 3), Q(10, 6), Q(10, 6))
+    assert (f.prob_frac, f.exp_frac, f.recip_frac, f.max_batch) == (9, 10, 11, 16)
+    assert FixedFormat.uniform(8).exp_frac == 8
+    assert FixedFormat.uniform(10, weight=Q(14, 11)).weight == Q(14, 11)
+    with pytest.raises(ValueError, match="Uniform width must be an integer from 8 to 24, not 7"):
+        FixedFormat.uniform(7)
+
+
 def test_saturate_scalar_and_array():
     assert saturate(5, -3, 3) == 3 and saturate(-5, -3, 3) == -3
     assert (saturate(np.array([-5, 0, 5]), -3, 3) == [-3, 0, 3]).all()

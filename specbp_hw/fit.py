@@ -103,19 +103,16 @@ LR_MULTIPLIERS = "update (x lr)"
 
 def link_memories(params):
     """The :class:`MemoryNeed` of the host link's memories (:class:`specbp_hw.board_top.BoardTop`
-    with its default result buffer): the sample buffer, the storage of its two FIFOs
-    (``SyncFIFOBuffered`` of depth ``d`` stores ``d - 1`` entries in a memory) and the counter
-    bank."""
+    with its default result buffer): the sample buffer, its two FIFOs (``BlockFIFO``) and the
+    counter bank. (The INFO reply's ROM of about 20 bytes goes to logic.)"""
     from .board_top import RX_FIFO_DEPTH, BoardTop, sample_buffer_rows
     from .core import COUNTER_WIDTH, result_layout
     from .protocol import COUNTER_NAMES
     p = params
     return [
-        MemoryNeed("link sample buffer", _width(p.pixel_word), sample_buffer_rows(p), 1, 1,
-                   read_first=True),
-        MemoryNeed("link receive FIFO", 8, RX_FIFO_DEPTH - 1, 1, 1, read_first=True),
-        MemoryNeed("link result FIFO", result_layout(p).size,
-                   BoardTop.RESULT_DEPTH - 1, 1, 1, read_first=True),
+        MemoryNeed("link sample buffer", _width(p.pixel_word), sample_buffer_rows(p), 1, 1),
+        MemoryNeed("link receive FIFO", 8, RX_FIFO_DEPTH, 1, 1),
+        MemoryNeed("link result FIFO", result_layout(p).size, BoardTop.RESULT_DEPTH, 1, 1),
         MemoryNeed("link counters", COUNTER_WIDTH, len(COUNTER_NAMES), 1, 1),
     ]
 
@@ -231,16 +228,21 @@ class Estimate:
 # (h8-n8 with the host link: 12,424 for 11,542; 1.087 for pool7 alone, 1.127 with the link).
 # Flip-flops: 7,870 and 19,745, so 247 per MAC and 3,912 fixed. iCE40: the 1-MAC pool7 core (its
 # learning-rate product in logic) packs into 5,107 logic cells with 2,161 flip-flops (4,970
-# with the product in a DSP); further lanes are taken at the ECP5 rate.
+# with the product in a DSP); further lanes are taken at the ECP5 rate. The iCE40 core shrinks
+# with the datapath width (FixedFormat.act.width): pool7-q9 (9-bit values, 14-bit weights)
+# packs into 3,551 logic cells with 1,487 flip-flops, so 203 cells and 96 flip-flops a bit
+# (measured at the same commit's core).
 _ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 6855, 620, 172, 1.076
 _ECP5_FF_FIXED, _FF_PER_MAC = 3912, 247
 _ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 5107, 2161
+_ICE40_LC_PER_BIT, _ICE40_FF_PER_BIT = 203, 96
 # The UART host link (board_top.PlatformTop, protocol version 2, with the counter bank) in place
-# of the wrapper, measured on pool7 at commit 99012c6 (Yosys 0.70, nextpnr 0.11): ULX3S 25F
-# TRELLIS_COMB 4,052 -> 6,075 and TRELLIS_FF 2,168 -> 2,883; iCEBreaker ICESTORM_LC
-# 4,970 -> 7,004 and SB_DFF* 2,161 -> 2,893.
-_LINK_LUTS = {"ecp5": 6075 - 4052, "ice40": 7004 - 4970}
-_LINK_FFS = {"ecp5": 2883 - 2168, "ice40": 2893 - 2161}
+# of the wrapper. ECP5 measured on pool7 at commit 99012c6 (Yosys 0.70, nextpnr 0.11): ULX3S 25F
+# TRELLIS_COMB 4,052 -> 6,075 and TRELLIS_FF 2,168 -> 2,883 (the link has shrunk since: an
+# overestimate). iCE40 measured on pool7 with the link's block-RAM FIFOs and constant compares:
+# iCEBreaker ICESTORM_LC 4,970 -> 6,630 and SB_DFF* 2,161 -> 2,734 (pool7-q9: 3,551 -> 5,174).
+_LINK_LUTS = {"ecp5": 6075 - 4052, "ice40": 6630 - 4970}
+_LINK_FFS = {"ecp5": 2883 - 2168, "ice40": 2734 - 2161}
 
 
 def estimate_luts(params, device, *, lr_in_logic=False):
@@ -257,8 +259,10 @@ def estimate_luts(params, device, *, lr_in_logic=False):
         ffs = _ECP5_FF_FIXED + _FF_PER_MAC * macs
     else:
         # The measured pool7 build had its one learning-rate product in logic.
-        luts = _ICE40_LC_ONE_MAC - _LUT_PER_LR_LOGIC + _LUT_PER_MAC * (macs - 1) + lr
-        ffs = _ICE40_FF_ONE_MAC + _FF_PER_MAC * (macs - 1)
+        narrower = 16 - params.fmt.act.width
+        luts = (_ICE40_LC_ONE_MAC - _LUT_PER_LR_LOGIC + _LUT_PER_MAC * (macs - 1) + lr
+                - _ICE40_LC_PER_BIT * narrower)
+        ffs = _ICE40_FF_ONE_MAC + _FF_PER_MAC * (macs - 1) - _ICE40_FF_PER_BIT * narrower
     return round(luts), round(ffs)
 
 

@@ -29,6 +29,10 @@ PRECISIONS = {
     "q16": FixedFormat(max_batch=16),
     "q14": FixedFormat(weight=Q(14, 11), max_batch=16),
     "q18": FixedFormat(weight=Q(18, 15), max_batch=16),
+    # Activations, deltas and probabilities at 9 bits, weights at 14 and the update gradient at
+    # 10 (FixedFormat.uniform): what the iCE40 takes with the host link (README, precision
+    # study on pooled MNIST).
+    "q9w14": FixedFormat.uniform(9, weight=Q(14, 11), update=Q(10, 6), max_batch=16),
 }
 
 _PRESET_LIST = [
@@ -48,6 +52,9 @@ _PRESET_LIST = [
     Preset("pool7", "49-8-10 (MNIST 4x4-average-pooled to 7x7, Dataset.pooled), 16-bit, "
            "1 MAC per engine: fits an iCE40UP5K alone (not with the host link)",
            layers=(49, 8, 10), lanes=1),
+    Preset("pool7-q9", "pool7 with 9-bit activations, deltas and probabilities and 14-bit "
+           "weights (precision q9w14): fits an iCE40UP5K with the host link",
+           layers=(49, 8, 10), lanes=1, fmt=PRECISIONS["q9w14"]),
 ]
 PRESETS = {p.name: p for p in _PRESET_LIST}
 

@@ -34,16 +34,10 @@ def test_boards_load_and_their_presets_fit():
     assert tuple(boards) == BOARDS
     for board in boards.values():
         assert board.platform_class().device == board.device.name
-        # Every board's preset fits alone (the wrapper).
+        # Every board's preset fits alone (the wrapper) and with the host link.
         assert fit_problems(core_params(board.preset), board.device) == [], board.name
-        problems = fit_problems(core_params(board.preset), board.device, link=True)
-        if board.device.family == "ecp5":
-            assert problems == [], board.name
-        else:
-            # Measured at commit 99012c6: pool7 alone 4,970 logic cells of the UP5K's 5,280,
-            # with the host link 7,004.
-            assert problems == ["logic: about 6969 logic cells needed (estimate), "
-                                "5280 available"]
+        assert fit_problems(core_params(board.preset), board.device, link=True) == [], \
+            board.name
 
 
 def test_unknown_board_lists_known_boards():
@@ -82,16 +76,30 @@ def test_fit_refuses_with_what_and_which_preset():
     assert any(p.startswith("multipliers:") for p in problems)
     assert build_mod.suggest_preset(dev) == "h8-n8"
     assert build_mod.suggest_preset(DEVICES["LFE5U-85F"]) == "paper-x4"
+    # The 16-bit pool7 alone (the widest datapath that fits); with the link, 9-bit pool7-q9.
     assert build_mod.suggest_preset(DEVICES["iCE40UP5K"]) == "pool7"
-    assert build_mod.suggest_preset(DEVICES["iCE40UP5K"], link=True) is None
+    assert build_mod.suggest_preset(DEVICES["iCE40UP5K"], link=True) == "pool7-q9"
 
 
-def test_icebreaker_refuses_the_link_and_names_the_core_alone(capsys, no_build):
-    status, out, err = run_cli(capsys, "--board", "icebreaker")
+def test_icebreaker_link_needs_the_narrow_preset(capsys, no_build):
+    # The estimate scales the iCE40 core with the datapath width (measured 3,551 + 1,623 logic
+    # cells for pool7-q9 with the link; 16-bit pool7 needs 6,630).
+    dev = DEVICES["iCE40UP5K"]
+    assert fit_problems(core_params("pool7-q9"), dev, link=True) == []
+    assert estimate(core_params("pool7-q9"), dev, link=True).luts <= 5280
+    status, out, err = run_cli(capsys, "--board", "icebreaker", "--preset", "pool7")
     assert status != 0 and out == ""
     assert err == ("error: preset 'pool7' does not fit icebreaker (iCE40UP5K): logic: about "
-                   "6969 logic cells needed (estimate), 5280 available; no preset fits this "
-                   "part with the host link; the core alone fits (--top core)\n")
+                   "6595 logic cells needed (estimate), 5280 available; preset 'pool7-q9' "
+                   "fits\n")
+
+
+def test_link_refusal_names_the_core_alone(capsys, no_build, monkeypatch):
+    # Without the narrow preset no preset fits the iCE40 with the link, but pool7 alone does.
+    monkeypatch.setattr(build_mod, "suggest_preset", lambda *args, **kwargs: None)
+    status, out, err = run_cli(capsys, "--board", "icebreaker", "--preset", "pool7")
+    assert status != 0 and err.endswith("; no preset fits this part with the host link; the "
+                                        "core alone fits (--top core)\n")
 
 
 @pytest.mark.parametrize("a, b, family, dsps", [
@@ -114,6 +122,9 @@ def test_ice40_estimate_matches_the_measured_pool7_synthesis():
     # FIFO and the counter bank in EBR: 1 + 1 + 3 + 3), 6 SB_MAC16; again one EBR counted more.
     est = estimate(core_params("pool7"), DEVICES["iCE40UP5K"], link=True)
     assert (est.bram, est.dsps) == (23 + 1, 6)
+    # pool7-q9 with the link (the iCEBreaker's bitstream): 20 SB_RAM40_4K, 5 SB_MAC16.
+    est = estimate(core_params("pool7-q9"), DEVICES["iCE40UP5K"], link=True)
+    assert (est.bram, est.dsps) == (20 + 1, 5)
 
 
 def test_lr_multipliers_move_to_logic_only_when_dsps_are_short():
@@ -159,7 +170,7 @@ def no_build(monkeypatch):
 
 
 @pytest.mark.parametrize("board, extra, problem, hint", [
-    ("icebreaker", [], "block RAM: 347 EBR needed", "no preset fits this part"),
+    ("icebreaker", [], "block RAM: 347 EBR needed", "preset 'pool7-q9' fits"),
     ("orangecrab-25f", [], "block RAM: 140 DP16KD needed", "preset 'h8-n8' fits"),
     ("ulx3s-25f", [], "block RAM: 141 DP16KD needed", "preset 'h8-n8' fits"),
     ("ulx3s-85f", ["--lr-multipliers", "dsp"], "multipliers: 212 DSPs needed, 156 available",
@@ -241,13 +252,13 @@ def test_cli_link_on_a_board_without_uart_is_one_line(capsys, no_build):
 
 
 def test_link_adds_its_memories_to_the_fit_check():
-    # The sample buffer (784 x 8 bits: one DP16KD), two 15-entry FIFOs and the counter bank
+    # The sample buffer (784 x 8 bits: one DP16KD), two 16-entry FIFOs and the counter bank
     # (distributed RAM).
     dev = DEVICES["LFE5U-85F"]
     params = core_params("paper")
     blocks = {m.name: (m.width, m.depth, bram_blocks(m, dev)) for m in link_memories(params)}
-    assert blocks == {"link sample buffer": (8, 784, 1), "link receive FIFO": (8, 15, 0),
-                      "link result FIFO": (34, 15, 0), "link counters": (48, 8, 0)}
+    assert blocks == {"link sample buffer": (8, 784, 1), "link receive FIFO": (8, 16, 0),
+                      "link result FIFO": (34, 16, 0), "link counters": (48, 8, 0)}
     alone, linked = estimate(params, dev), estimate(params, dev, link=True)
     assert linked.bram == alone.bram + 1 and linked.dsps == alone.dsps
     assert linked.luts > alone.luts and linked.ffs > alone.ffs

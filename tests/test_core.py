@@ -287,6 +287,26 @@ def test_core_is_bit_exact_for_other_formats(fmt_kwargs, schedule, thr):
     check_equal(run, ref)
 
 
+@pytest.mark.parametrize("schedule, thr", [("serial", 0.0), ("speculative", 0.01),
+                                           ("pipelined", 0.0)])
+def test_icebreaker_preset_is_bit_exact(schedule, thr):
+    """pool7-q9, the iCEBreaker's link preset (1 MAC, 9-bit values, 14-bit weights), on the
+    first built-in images pooled to 7x7. Its outputs (8 fraction bits) do not move within so
+    few steps from the initial weights, so every speculation here is accepted; full runs
+    (python -m specbp_hw.sim --preset pool7-q9) check the rejections too."""
+    from specbp_hw.data import load_builtin
+    from specbp_hw.presets import core_params
+    p = core_params("pool7-q9")
+    data = load_builtin().pooled(7).subset(train=14, test=0)
+    init, ref = golden_run(p.layers, 5, data, thr, p)
+    run = run_pysim(p, init, data.train_images, data.train_labels, schedule=schedule,
+                    threshold=p.fmt.threshold_int(thr, p.classes), batch=5,
+                    poison_collisions=True)
+    check_equal(run, ref)
+    kinds = ref.trace["kind"].tolist()
+    assert REJECTED not in kinds and (ACCEPTED in kinds) == (schedule == "speculative")
+
+
 @pytest.mark.parametrize("clip, update", [(0.02, Q(16, 12)), (5.0, Q(12, 11))],
                          ids=["clipped", "saturated"])
 @pytest.mark.parametrize("schedule, thr", [("serial", 0.0), ("speculative", 0.003)])

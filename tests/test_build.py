@@ -395,16 +395,16 @@ def test_synthesis_with_the_classic_abc_ecp5(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_build_ice40_core_alone(capsys, tmp_path):
-    # The iCEBreaker's preset fits the UP5K alone, not with the host link (docs/BUILD.md): a
-    # complete build of the core alone, to a bitstream. The report parses (utilisation, Fmax),
-    # and its block RAMs and DSPs are the fit check's.
+def test_build_ice40_with_the_link(capsys, tmp_path):
+    # The iCEBreaker's own build: pool7-q9 behind the host link, to a bitstream (98% of the
+    # UP5K's logic cells). The report parses (utilisation, Fmax), and its block RAMs and DSPs
+    # are the fit check's.
     report_path = tmp_path / "report.json"
-    status, out, err = run_cli(capsys, "--board", "icebreaker", "--top", "core",
+    status, out, err = run_cli(capsys, "--board", "icebreaker",
                                "--out", str(tmp_path / "build"), "--json", str(report_path))
     assert status == 0, err
     r = json.loads(report_path.read_text())
-    assert r["device"] == "iCE40UP5K" and r["top"] == "core"
+    assert (r["device"], r["preset"], r["top"]) == ("iCE40UP5K", "pool7-q9", "link")
     assert "SB_PLL40_PAD" in r["yosys_cells"]
     for res in ("logic", "ff", "bram", "dsp"):
         assert 0 < r["utilization"][res]["used"] <= r["utilization"][res]["available"]

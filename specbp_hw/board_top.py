@@ -275,8 +275,14 @@ class BoardTop(wiring.Component):
 
         max_payload = self._max_payload
         cmd = Signal(8)
-        length = Signal(16)
-        idx = Signal(16)                        # payload byte index
+        # The longest request the checks let through, or reply: the length and byte index
+        # registers are that wide (a longer request's length goes no further than LEN1).
+        max_words = min(p.depth, 0xFFFF // word_bytes)      # in a WEIGHTS reply
+        longest = max(max_payload, len(info_bytes(p, self._result_depth)), STATUS_BYTES,
+                      COUNTER_BYTES * len(COUNTER_NAMES),
+                      1 + self._result_depth * RESULT_BYTES, max_words * word_bytes)
+        length = Signal(max(8, (longest).bit_length()))    # the low byte whole until LEN1
+        idx = Signal(range(longest))            # payload byte index
         arg = Signal(32)                        # the first 4 payload bytes
         crc = Signal(16, init=0xFFFF)
         crc_bad = Signal()
@@ -326,7 +332,8 @@ class BoardTop(wiring.Component):
         res_bytes = Cat(zext(res.label, 8), zext(res.prediction, 8), zext(res.kind, 8),
                         zext(res.cycles, 24))
         assert len(res_bytes) == 8 * RESULT_BYTES
-        header = Array([C(REPLY_SOF, 8), r_cmd, r_status, r_len[:8], r_len[8:]])
+        header = Array([C(REPLY_SOF, 8), r_cmd, r_status, zext(r_len, 16)[:8],
+                        zext(r_len, 16)[8:]])
         info = info_bytes(p, self._result_depth)
         # The INFO bytes in a block RAM (a ROM): read with the reply's byte index, which holds
         # still from R_SEND until the next R_PICK (R_GAP, R_GAP2 between).
@@ -439,9 +446,10 @@ class BoardTop(wiring.Component):
                         if state == "CMD":
                             m.d.sync += cmd.eq(rx_byte)
                         elif state == "LEN0":
-                            m.d.sync += length[:8].eq(rx_byte)
+                            m.d.sync += length.eq(rx_byte)
                         elif state == "LEN1":
-                            m.d.sync += [length[8:].eq(rx_byte), idx.eq(0), arg.eq(0),
+                            m.d.sync += [length.eq(Cat(length[:8], rx_byte)), idx.eq(0),
+                                         arg.eq(0),
                                          kpos.eq(0), wpos.eq(0), lw_words.eq(0),
                                          lw_part.eq(0)]
                             with m.If(~below(Cat(length[:8], rx_byte), max_payload + 1)):
@@ -547,7 +555,6 @@ class BoardTop(wiring.Component):
                                     reply(Status.OK, src=SRC_RESULTS,
                                           length=1 + mul_const(n_results, RESULT_BYTES))
                                 elif code == Cmd.WEIGHTS:
-                                    max_words = min(p.depth, 0xFFFF // word_bytes)
                                     with m.If((w_count == 0)
                                               | ~below(w_count, max_words + 1)
                                               | beyond(w_addr, w_count)):

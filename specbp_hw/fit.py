@@ -236,13 +236,13 @@ _ECP5_LUT_FIXED, _LUT_PER_MAC, _LUT_PER_LR_LOGIC, _ECP5_COMB_PER_LUT = 6855, 620
 _ECP5_FF_FIXED, _FF_PER_MAC = 3912, 247
 _ICE40_LC_ONE_MAC, _ICE40_FF_ONE_MAC = 5107, 2161
 _ICE40_LC_PER_BIT, _ICE40_FF_PER_BIT = 203, 96
-# The UART host link (board_top.PlatformTop, protocol version 2, with the counter bank) in place
-# of the wrapper. ECP5 measured on pool7 at commit 99012c6 (Yosys 0.70, nextpnr 0.11): ULX3S 25F
-# TRELLIS_COMB 4,052 -> 6,075 and TRELLIS_FF 2,168 -> 2,883 (the link has shrunk since: an
-# overestimate). iCE40 measured on pool7 with the link's block-RAM FIFOs and constant compares:
-# iCEBreaker ICESTORM_LC 4,970 -> 6,630 and SB_DFF* 2,161 -> 2,734 (pool7-q9: 3,551 -> 5,174).
-_LINK_LUTS = {"ecp5": 6075 - 4052, "ice40": 6630 - 4970}
-_LINK_FFS = {"ecp5": 2883 - 2168, "ice40": 2734 - 2161}
+# The UART host link (board_top.PlatformTop, protocol version 2, with the counter bank, the
+# block-RAM FIFOs and registers as narrow as the longest frame) in place of the wrapper, measured
+# on pool7 (Yosys 0.70, nextpnr 0.11; the core as at commit 99012c6): ULX3S 25F TRELLIS_COMB
+# 4,052 -> 5,808 and TRELLIS_FF 2,168 -> 2,832; iCEBreaker ICESTORM_LC 4,970 -> 6,578 and
+# SB_DFF* 2,161 -> 2,722 (pool7-q9: 3,551 -> 5,131).
+_LINK_LUTS = {"ecp5": 5808 - 4052, "ice40": 6578 - 4970}
+_LINK_FFS = {"ecp5": 2832 - 2168, "ice40": 2722 - 2161}
 
 
 def estimate_luts(params, device, *, lr_in_logic=False):

@@ -82,15 +82,15 @@ def test_fit_refuses_with_what_and_which_preset():
 
 
 def test_icebreaker_link_needs_the_narrow_preset(capsys, no_build):
-    # The estimate scales the iCE40 core with the datapath width (measured 3,551 + 1,623 logic
-    # cells for pool7-q9 with the link; 16-bit pool7 needs 6,630).
+    # The estimate scales the iCE40 core with the datapath width (measured 5,131 logic cells
+    # for pool7-q9 with the link, its core alone 3,551; 16-bit pool7 needs 6,578).
     dev = DEVICES["iCE40UP5K"]
     assert fit_problems(core_params("pool7-q9"), dev, link=True) == []
     assert estimate(core_params("pool7-q9"), dev, link=True).luts <= 5280
     status, out, err = run_cli(capsys, "--board", "icebreaker", "--preset", "pool7")
     assert status != 0 and out == ""
     assert err == ("error: preset 'pool7' does not fit icebreaker (iCE40UP5K): logic: about "
-                   "6595 logic cells needed (estimate), 5280 available; preset 'pool7-q9' "
+                   "6543 logic cells needed (estimate), 5280 available; preset 'pool7-q9' "
                    "fits\n")
 
 

@@ -396,7 +396,7 @@ def test_synthesis_with_the_classic_abc_ecp5(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_build_ice40_with_the_link(capsys, tmp_path):
-    # The iCEBreaker's own build: pool7-q9 behind the host link, to a bitstream (98% of the
+    # The iCEBreaker's own build: pool7-q9 behind the host link, to a bitstream (97% of the
     # UP5K's logic cells). The report parses (utilisation, Fmax), and its block RAMs and DSPs
     # are the fit check's.
     report_path = tmp_path / "report.json"

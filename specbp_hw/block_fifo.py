@@ -61,14 +61,6 @@ class BlockFIFO(wiring.Component):
             "level": Out(range(depth + 1)),
         })
 
-    @property
-    def width(self):
-        return self._width
-
-    @property
-    def depth(self):
-        return self._depth
-
     def elaborate(self, platform):
         m = Module()
         depth = self._depth

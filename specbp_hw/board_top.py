@@ -278,10 +278,11 @@ class BoardTop(wiring.Component):
         # The longest request the checks let through, or reply: the length and byte index
         # registers are that wide (a longer request's length goes no further than LEN1).
         max_words = min(p.depth, 0xFFFF // word_bytes)      # in a WEIGHTS reply
-        longest = max(max_payload, len(info_bytes(p, self._result_depth)), STATUS_BYTES,
+        info = info_bytes(p, self._result_depth)
+        longest = max(max_payload, len(info), STATUS_BYTES,
                       COUNTER_BYTES * len(COUNTER_NAMES),
                       1 + self._result_depth * RESULT_BYTES, max_words * word_bytes)
-        length = Signal(max(8, (longest).bit_length()))    # the low byte whole until LEN1
+        length = Signal(max(8, longest.bit_length()))      # the low byte whole until LEN1
         idx = Signal(range(longest))            # payload byte index
         arg = Signal(32)                        # the first 4 payload bytes
         crc = Signal(16, init=0xFFFF)
@@ -334,9 +335,9 @@ class BoardTop(wiring.Component):
         assert len(res_bytes) == 8 * RESULT_BYTES
         header = Array([C(REPLY_SOF, 8), r_cmd, r_status, zext(r_len, 16)[:8],
                         zext(r_len, 16)[8:]])
-        info = info_bytes(p, self._result_depth)
-        # The INFO bytes in a block RAM (a ROM): read with the reply's byte index, which holds
-        # still from R_SEND until the next R_PICK (R_GAP, R_GAP2 between).
+        # The INFO bytes in a ROM (Yosys builds it in logic, smaller than a byte multiplexer),
+        # read with the reply's byte index, which holds still from R_SEND until the next R_PICK
+        # (R_GAP, R_GAP2 between).
         m.submodules.info_rom = info_rom = memory.Memory(shape=8, depth=len(info),
                                                          init=list(info))
         info_rd = info_rom.read_port()

@@ -187,7 +187,7 @@ class Dataset:
                 isinstance(images, np.ndarray)
                 and images.dtype == np.uint8
                 and images.ndim == 2
-                and images.shape[1] in (_PIXELS, *(s * s for s in _SIDES))
+                and images.shape[1] in {s * s for s in _SIDES}
                 and images.shape[1] == self.train_images.shape[1]
                 and images.flags.c_contiguous
             ):

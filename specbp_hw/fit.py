@@ -10,9 +10,9 @@ docstring lists them) plus the softmax's ``2**-f`` tables (:class:`specbp_hw.sof
   write port each, on separate addresses (simple dual port);
 - softmax tables: ``ceil(ways / 2)`` ROMs with two read ports each.
 
-The core's memories leave a read of a word written in the same cycle undefined (``no_rw_check``,
-see ``params.sync_read``); the host link's sample buffer and FIFOs are Amaranth synchronous read
-ports, which Yosys makes read the old word with extra logic around a block RAM (``read_first``).
+The core's and the host link's memories leave a read of a word written in the same cycle
+undefined (``no_rw_check``, see ``params.sync_read``): Yosys builds no logic around a block RAM
+to make such a read give the old word.
 
 Each memory is mapped the way Yosys' ``memory_libmap`` maps it on the part's block RAM:
 
@@ -73,7 +73,6 @@ class MemoryNeed:
     read_ports: int
     write_ports: int
     shared_rw: bool = False     # one read port on the write port's address
-    read_first: bool = False    # a read of a word being written must give the old word
 
     @property
     def bits(self):
@@ -171,8 +170,7 @@ def bram_blocks(mem, device):
 
     Yosys' ``memory_libmap`` takes the cheapest mapping by the costs in its library files and
     its own: 128 per DP16KD, 4 per ``TRELLIS_DPR16X4`` on ECP5, the distributed RAM's read
-    multiplexers (:func:`_lutram_cost`), and 6 for the logic that makes a block RAM read the old
-    word (``read_first``; distributed RAM reads before it writes anyway). On iCE40 the count is
+    multiplexers (:func:`_lutram_cost`). On iCE40 the count is
     an upper bound for a width the EBR does not have (the 9-bit pixel values): Yosys may pack
     such words more tightly with the EBR's bit write masks (the stash pixels of ``pool7``: 2
     EBR, not 3).
@@ -195,7 +193,7 @@ def bram_blocks(mem, device):
     per_copy = min(math.ceil(mem.width / w) * math.ceil(mem.depth / d) for d, w, _ in configs)
     blocks = copies * per_copy
     cells = lutram_cells(mem, device)
-    if cells is not None and _lutram_cost(mem, cells) < 128 * blocks + 6 * mem.read_first:
+    if cells is not None and _lutram_cost(mem, cells) < 128 * blocks:
         return 0
     return blocks
 

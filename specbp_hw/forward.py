@@ -95,7 +95,6 @@ class ForwardEngine(wiring.Component):
         # Per-layer constants, indexed by the layer counter.
         rows = Array(Const(p.rows(l)) for l in range(L))
         cols = Array(Const(p.cols(l)) for l in range(L))
-        base = Array(Const(p.base(l)) for l in range(L))
         act_base = Array(Const(p.act_base(l)) for l in range(L))
 
         # Local activations: the outputs of every hidden layer, inputs of the next.
@@ -117,6 +116,22 @@ class ForwardEngine(wiring.Component):
         # The memories are addressed with the issue counters' next values, so a word arrives in
         # the cycle its address is issued (stage 0) and is registered before it is used.
         addr_n, row_n, half_n = (lookahead(m, s) for s in (addr, row, half))
+        # The issue counters' tests and next addresses, kept in registers beside them, so that
+        # the weights' read address is a choice among registers: no compare or adder between
+        # the layer counter and the block RAMs (the 85F's critical path at commit 8269e91).
+        row_end = Signal()                  # row == rows[layer]: the bias row
+        col_end = Signal()                  # col == cols[layer] - 1: the layer's last block
+        addr_row = Signal.like(addr)        # addr + cols[layer]: the block's next row
+        addr_col = Signal.like(addr)        # base[layer] + col + 1: the next block's first row
+        next_base = Array(Const(p.base(l + 1)) for l in range(L))
+        first_col_end = Array(Const(p.cols(l) == 1) for l in range(L))
+        first_addr_row = Array(Const(p.base(l) + p.cols(l)) for l in range(L))
+        first_addr_col = Array(Const(p.base(l) + 1) for l in range(L))
+
+        def enter_layer(l):
+            # The counters' registers for the first row of layer l's first block.
+            return [row_end.eq(0), col_end.eq(first_col_end[l]), addr_row.eq(first_addr_row[l]),
+                    addr_col.eq(first_addr_col[l])]
 
         # Pipeline registers. Stage 1: operands. Stage 2: products. Stage 3: sums.
         v1, v2, v3 = Signal(), Signal(), Signal()
@@ -144,17 +159,16 @@ class ForwardEngine(wiring.Component):
             for k in range(K):
                 x = Signal(signed(p.input_width), name=f"x{k}")
                 with m.If(layer == 0):
-                    m.d.comb += x.eq(Mux(row == p.rows(0), (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
+                    m.d.comb += x.eq(Mux(row_end, (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
                                          self.x_rd.data[k]))
                 for l in range(1, L):
                     with m.If(layer == l):
                         choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
-                        m.d.comb += x.eq(Mux(row == p.rows(l),
-                                             (1 << fmt.act.frac) if k == 0 else 0,
+                        m.d.comb += x.eq(Mux(row_end, (1 << fmt.act.frac) if k == 0 else 0,
                                              choices[row]))
                 m.d.sync += x1[k].eq(x)
         m.d.sync += [
-            v1.eq(issuing), first1.eq(row == 0), last1.eq(row == rows[layer]), col1.eq(col),
+            v1.eq(issuing), first1.eq(row == 0), last1.eq(row_end), col1.eq(col),
             v2.eq(v1), first2.eq(first1), last2.eq(last1), col2.eq(col1),
             v3.eq(v2 & last2), col3.eq(col2),
         ]
@@ -240,26 +254,32 @@ class ForwardEngine(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [layer.eq(0), col.eq(0),
                                  a_base.eq(p.slot_bases(p.act_words_per_slot)[self.slot]),
-                                 stash.eq(self.stash), issuing.eq(1)]
+                                 stash.eq(self.stash), issuing.eq(1), *enter_layer(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
-                    with m.If(row == rows[layer]):
+                    with m.If(row_end):
                         m.d.comb += row_n.eq(0)
-                        with m.If(col == cols[layer] - 1):
+                        m.d.sync += row_end.eq(0)
+                        with m.If(col_end):
                             m.d.sync += issuing.eq(0)
                         with m.Else():
-                            m.d.sync += col.eq(col + 1)
-                            m.d.comb += addr_n.eq(base[layer] + col + 1)
+                            m.d.sync += [col.eq(col + 1), col_end.eq(col + 2 == cols[layer]),
+                                         addr_col.eq(addr_col + 1),
+                                         addr_row.eq(addr_col + cols[layer])]
+                            m.d.comb += addr_n.eq(addr_col)
                     with m.Else():
-                        m.d.comb += [row_n.eq(row + 1), addr_n.eq(addr + cols[layer])]
+                        m.d.comb += [row_n.eq(row + 1), addr_n.eq(addr_row)]
+                        m.d.sync += [row_end.eq(row + 1 == rows[layer]),
+                                     addr_row.eq(addr_row + cols[layer])]
                 with m.Elif(layer_done):
                     with m.If(layer == L - 1):
                         m.next = "SOFTMAX"
                     with m.Else():
-                        m.d.sync += [layer.eq(layer + 1), col.eq(0), issuing.eq(1)]
-                        m.d.comb += [row_n.eq(0), addr_n.eq(base[layer + 1])]
+                        m.d.sync += [layer.eq(layer + 1), col.eq(0), issuing.eq(1),
+                                     *enter_layer(layer + 1)]
+                        m.d.comb += [row_n.eq(0), addr_n.eq(next_base[layer])]
             with m.State("SOFTMAX"):
                 m.d.comb += [self.busy.eq(1), softmax.i.valid.eq(1)]
                 with m.If(softmax.i.ready):

@@ -70,7 +70,7 @@ class BackwardEngine(wiring.Component):
                                                  shape=p.weight_word)),
             "act_rd": In(memory.ReadPort.Signature(
                 addr_width=addr_width(p.slots * p.act_words_per_slot), shape=p.act_word)),
-            "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.slots * p.rows(0)),
+            "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.stash_x_depth),
                                                  shape=p.value_word)),
             "g_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
                                                  shape=p.grad_word)),
@@ -168,7 +168,8 @@ class BackwardEngine(wiring.Component):
         m.d.comb += [
             self.w_rd.addr.eq(addr_n), self.w_rd.en.eq(1),
             self.g_rd.addr.eq(addr), self.g_rd.en.eq(1),
-            self.x_rd.addr.eq(x_base + Mux(row_n == p.rows(0), 0, row_n)),
+            # The bias row reads the word after the slot's last (its data is not used).
+            self.x_rd.addr.eq(x_base + row_n),
             self.x_rd.en.eq(1),
         ]
         # Stage 0 -> 1: the operands. In the gradient phase every lane of input k multiplies

@@ -170,8 +170,8 @@ class TrainingCore(wiring.Component):
         self.weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                      init=self._init or [], attrs=rw)
         self.grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[], attrs=rw)
-        self.xbuf = memory.Memory(shape=p.value_word, depth=2 * p.rows(0), init=[], attrs=rw)
-        self.stash_x = memory.Memory(shape=p.value_word, depth=p.slots * p.rows(0), init=[],
+        self.xbuf = memory.Memory(shape=p.value_word, depth=p.xbuf_depth, init=[], attrs=rw)
+        self.stash_x = memory.Memory(shape=p.value_word, depth=p.stash_x_depth, init=[],
                                      attrs=rw)
         self.stash_act = memory.Memory(shape=p.act_word, depth=p.slots * p.act_words_per_slot,
                                        init=[], attrs=rw)

@@ -71,7 +71,7 @@ class ForwardEngine(wiring.Component):
             "prediction": Out(range(p.classes)),
             "w_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
                                                  shape=p.weight_word)),
-            "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(2 * p.rows(0)),
+            "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.xbuf_depth),
                                                  shape=p.value_word)),
             "act_wr": In(memory.WritePort.Signature(
                 addr_width=addr_width(p.slots * p.act_words_per_slot), shape=p.act_word)),
@@ -147,8 +147,8 @@ class ForwardEngine(wiring.Component):
         m.d.comb += [
             self.w_rd.addr.eq(addr_n),
             self.w_rd.en.eq(1),
-            # The bias row reads word 0 (its data is not used) to stay inside the buffer.
-            self.x_rd.addr.eq(half_n * p.rows(0) + Mux(row_n == p.rows(0), 0, row_n)),
+            # The bias row reads the word after the half's last (its data is not used).
+            self.x_rd.addr.eq(half_n * p.rows(0) + row_n),
             self.x_rd.en.eq(1),
         ]
 

@@ -253,6 +253,20 @@ class CoreParams:
         return data.ArrayLayout(unsigned(9), self.inputs)
 
     @property
+    def xbuf_depth(self):
+        """Words of the input buffer: two samples of ``rows(0)`` words, and one more, so that
+        the forward engine reads half ``h``'s bias row at ``h * rows(0) + rows(0)`` (its data
+        is not used) and its read address needs no compare."""
+        return 2 * self.rows(0) + 1
+
+    @property
+    def stash_x_depth(self):
+        """Words of the stash pixels: ``rows(0)`` per slot and one more, so that the backward
+        engine reads a slot's bias row past its last word (its data is not used) and its read
+        address needs no compare."""
+        return self.slots * self.rows(0) + 1
+
+    @property
     def act_word(self):
         return data.ArrayLayout(signed(self.fmt.act.width), self.lanes)
 

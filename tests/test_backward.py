@@ -24,7 +24,7 @@ def run_backward(p, params, image, acts, y, label, image2):
     m.submodules.weights = weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                                    init=p.pack_params(params))
     m.submodules.grads = grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[])
-    m.submodules.sx = sx = memory.Memory(shape=p.value_word, depth=p.slots * p.rows(0),
+    m.submodules.sx = sx = memory.Memory(shape=p.value_word, depth=p.stash_x_depth,
                                          init=[])
     m.submodules.sa = sa = memory.Memory(shape=p.act_word,
                                          depth=p.slots * p.act_words_per_slot, init=[])

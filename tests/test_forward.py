@@ -23,7 +23,7 @@ def run_forward(p, params, images):
     m.submodules.fwd = fwd = ForwardEngine(p)
     m.submodules.weights = weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                                    init=p.pack_params(params))
-    m.submodules.xbuf = xbuf = memory.Memory(shape=p.value_word, depth=2 * p.rows(0), init=[])
+    m.submodules.xbuf = xbuf = memory.Memory(shape=p.value_word, depth=p.xbuf_depth, init=[])
     m.submodules.acts = acts = memory.Memory(shape=p.act_word,
                                              depth=p.slots * p.act_words_per_slot, init=[])
     w_rd, x_rd, a_wr = weights.read_port(), xbuf.read_port(), acts.write_port()

@@ -425,6 +425,17 @@ class BoardTop(wiring.Component):
         room = Signal()
         m.d.sync += [level_q.eq(results.level),
                      room.eq(inflight + results.level < self._result_depth)]
+        # The weight commands' range checks, registered likewise: their operands (arg and the
+        # LOAD_WEIGHTS counts) settle with the payload's last byte, two bytes before EXEC.
+        w_bad, lw_bad = Signal(), Signal()
+        m.d.sync += [
+            w_bad.eq((w_count == 0) | ~below(w_count, max_words + 1) | beyond(w_addr, w_count)),
+            # Whole words, then padding to a multiple of K bytes (shorter than K), all inside
+            # the memory. (With the length of at least 2 + K, no whole word also means K or
+            # more bytes after the last; the first term states the rule directly.)
+            lw_bad.eq((lw_words == 0) | (lw_part >= K) | (kpos != 0)
+                      | beyond(w_addr, lw_words)),
+        ]
         n_results = Signal(8)
         m.d.comb += n_results.eq(Mux(arg[:8] < level_q, arg[:8], level_q))
 
@@ -556,9 +567,7 @@ class BoardTop(wiring.Component):
                                     reply(Status.OK, src=SRC_RESULTS,
                                           length=1 + mul_const(n_results, RESULT_BYTES))
                                 elif code == Cmd.WEIGHTS:
-                                    with m.If((w_count == 0)
-                                              | ~below(w_count, max_words + 1)
-                                              | beyond(w_addr, w_count)):
+                                    with m.If(w_bad):
                                         fail(Status.BAD_VALUE)
                                     with m.Elif(~core.idle):
                                         fail(Status.BUSY)
@@ -567,13 +576,7 @@ class BoardTop(wiring.Component):
                                         reply(Status.OK, src=SRC_WEIGHTS,
                                               length=mul_const(w_count, word_bytes))
                                 elif code == Cmd.LOAD_WEIGHTS:
-                                    # Whole words, then padding to a multiple of K bytes
-                                    # (shorter than K), all inside the memory. (With the
-                                    # length of at least 2 + K, no whole word also means K
-                                    # or more bytes after the last; the first term states
-                                    # the rule directly.)
-                                    with m.If((lw_words == 0) | (lw_part >= K) | (kpos != 0)
-                                              | beyond(w_addr, lw_words)):
+                                    with m.If(lw_bad):
                                         fail(Status.BAD_VALUE)
                                     with m.Elif(~core.idle):
                                         fail(Status.BUSY)

@@ -24,6 +24,19 @@ def pixel_value(p):
     return p + p[7]
 
 
+def tree_sum(values):
+    """The sum of ``values`` as a balanced tree of two-input adders: ``ceil(log2(n))`` adders
+    deep, where Python's ``sum`` builds a chain ``n - 1`` deep. Amaranth widens each sum by a
+    bit, so the result is exact either way."""
+    values = list(values)
+    if not values:
+        raise ValueError("tree_sum needs at least one value")
+    while len(values) > 1:
+        pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+        values = pairs + values[len(values) & ~1:]
+    return values[0]
+
+
 def round_shift(v, s):
     """``(v + 2**(s-1)) >> s`` for a constant ``s >= 1`` (``v << -s`` when ``s <= 0``)."""
     if s > 0:

@@ -45,7 +45,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import pixel_value
+from .arith import pixel_value, tree_sum
 from .backward import BackwardEngine
 from .cycles import CycleModel
 from .forward import ForwardEngine
@@ -394,10 +394,10 @@ class TrainingCore(wiring.Component):
             terms.append(Mux(stash_y > y_j, stash_y - y_j, y_j - stash_y))
         with m.If(fwd.y_new_valid):
             if groups == 1:
-                m.d.sync += margin.eq(self.threshold - sum(terms))
+                m.d.sync += margin.eq(self.threshold - tree_sum(terms))
             else:
                 m.d.sync += margin.eq(Mux(fwd.y_new_group == 0, self.threshold, margin)
-                                      - sum(terms))
+                                      - tree_sum(terms))
 
         m.d.comb += [self.o.payload.label.eq(cur_label),
                      self.o.payload.prediction.eq(fwd.prediction),

@@ -3,14 +3,14 @@
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q, round_shift
 from golden.fixed_model import FixedArith, pixels
-from specbp_hw.arith import clip_narrow, narrow_leaky, narrow_scaled
+from specbp_hw.arith import clip_narrow, narrow_leaky, narrow_scaled, tree_sum
 from specbp_hw.cycles import CycleModel
 from specbp_hw.forward import ForwardEngine
 from specbp_hw.params import CoreParams
@@ -90,6 +90,47 @@ def test_forward_engine_is_bit_exact(layers, K, N, fmt, ways, div_bits):
         assert y_stashed == ref.y[i].tolist()
         assert prediction == int(np.argmax(ref.logits[i]))
         assert cycles == model.forward   # start cycle to done cycle, inclusive
+
+
+class _Depth:
+    """Stands for a value in tree_sum: its sum's adder depth."""
+    def __init__(self, depth=0):
+        self.depth = depth
+
+    def __add__(self, other):
+        return _Depth(1 + max(self.depth, other.depth))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 10, 11])
+def test_tree_sum_is_the_exact_sum_at_log_depth(n):
+    """tree_sum of n operands (unsigned 16-bit, like the speculation distance's terms, and
+    signed) equals their sum at the extremes and at random values, ceil(log2 n) adders deep."""
+    m = Module()
+    us = [Signal(unsigned(16), name=f"u{i}") for i in range(n)]
+    ss = [Signal(signed(9), name=f"s{i}") for i in range(n)]
+    tu, ts = tree_sum(us), tree_sum(ss)
+    assert tree_sum(_Depth() for _ in range(n)).depth == (n - 1).bit_length()
+    got_u, got_s = Signal(tu.shape()), Signal(ts.shape())
+    m.d.comb += [got_u.eq(tu), got_s.eq(ts)]
+    rng = np.random.default_rng(n)
+    cases = [([0xFFFF] * n, [-256] * n), ([0] * n, [255] * n)]
+    cases += [(list(rng.integers(0, 1 << 16, n)), list(rng.integers(-256, 256, n)))
+              for _ in range(50)]
+    mismatches = []
+
+    async def bench(ctx):
+        for u, s_ in cases:
+            for sig, x in zip(us + ss, u + s_):
+                ctx.set(sig, int(x))
+            if (ctx.get(got_u), ctx.get(got_s)) != (sum(map(int, u)), sum(map(int, s_))):
+                mismatches.append((u, s_))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert mismatches == []
+    with pytest.raises(ValueError, match="at least one value"):
+        tree_sum([])
 
 
 @pytest.mark.parametrize("width, s, q, leak", [

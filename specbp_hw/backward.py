@@ -24,7 +24,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import narrow_scaled
+from .arith import narrow_scaled, tree_sum
 from .params import CoreParams, addr_width, lookahead, next_loader
 
 __all__ = ["BackwardEngine"]
@@ -206,7 +206,7 @@ class BackwardEngine(wiring.Component):
         eacc = Signal(data.ArrayLayout(signed(eacc_w), K))
         with m.If(v2 & ~mode_grad):
             for k in range(K):
-                total = sum(prod[k * N + n] for n in range(N))
+                total = tree_sum(prod[k * N + n] for n in range(N))
                 m.d.sync += eacc[k].eq(Mux(first2, 0, eacc[k]) + total)
         m.d.sync += [v3.eq(v2 & last2 & ~mode_grad), row3.eq(row2)]
         # The delta of layer l-1 from e = W_l d_l: d_l has prob_frac fraction bits at the

@@ -15,7 +15,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import narrow_leaky
+from .arith import narrow_leaky, tree_sum
 from .params import CoreParams, addr_width, lookahead
 from .softmax import Softmax
 
@@ -181,7 +181,7 @@ class ForwardEngine(wiring.Component):
         # Stage 2 -> 3: accumulate over rows.
         with m.If(v2):
             for n in range(N):
-                total = sum(prod[k * N + n] for k in range(K))
+                total = tree_sum(prod[k * N + n] for k in range(K))
                 m.d.sync += acc[n].eq(Mux(first2, 0, acc[n]) + total)
 
         # Stage 3: narrow (round to nearest, saturate), leaky ReLU; the block goes to the local

@@ -369,9 +369,10 @@ class TrainingCore(wiring.Component):
         # the sum is not on one path with the compare and the backward engine's next address,
         # and only one group's differences are built (not one per class). The backward engine
         # fetched y_stash at the start of its pass, long before the first group comes
-        # (asserted below): the last group comes cols(L-1) + 1 cycles before the forward
-        # engine is done, the first groups - 1 cycles before it; the fetch of y_stash ends
-        # act_words_per_slot + 2 cycles after the start.
+        # (asserted below): counted from the start of the pass, the first group comes
+        # cols(L-1) + 1 + (groups - 1) cycles before the end of the forward pass's cycle count
+        # (CycleModel.forward), the last groups - 1 cycles after the first; the fetch of
+        # y_stash ends act_words_per_slot + 2 cycles after the start.
         G = p.softmax_ways
         groups = -(-C // G)
         first_group_at = CycleModel(p).forward - p.cols(p.n_layers - 1) - 1 - (groups - 1)

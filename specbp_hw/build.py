@@ -512,4 +512,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run
+    run(main)

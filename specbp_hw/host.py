@@ -505,4 +505,5 @@ def main(argv=None, transport=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run
+    run(main)

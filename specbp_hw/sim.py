@@ -720,4 +720,5 @@ def _main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run
+    run(main)

@@ -8,6 +8,7 @@ stand between a design and a clock before building it. Rerun:
 
     python benchmarks/path_estimate.py build/ulx3s-85f/top.json
     python benchmarks/path_estimate.py build/ulx3s-85f/top.json --top 60 --match margin
+    python benchmarks/path_estimate.py build/ulx3s-85f/top.json --top 0 --trace 1
 
 The model is static timing with fixed delays: the logic delays of the cells' pins as nextpnr
 0.11's ECP5 critical-path reports give them (``LOGIC_NS``, ``CLK_TO_Q_NS``, ``SETUP_NS``), plus
@@ -219,6 +220,8 @@ def main(argv=None):
                     help="endpoint groups to list (default 30)")
     ap.add_argument("--match", metavar="REGEX",
                     help="list only endpoint groups whose name matches, with their ranks")
+    ap.add_argument("--trace", type=int, metavar="RANK",
+                    help="also print the path of the endpoint group of this rank, net by net")
     args = ap.parse_args(argv)
     try:
         est = Estimate(*load_module(args.netlist, args.module), routing_ns=args.routing)
@@ -230,12 +233,23 @@ def main(argv=None):
     print(f"{'rank':>5s} {'ns':>6s} {'routed':>6s}  endpoint  <-  start")
     shown = 0
     for rank, (group, (t, hops, bit)) in enumerate(ranked, 1):
+        if shown >= args.top:
+            break
         if args.match and not re.search(args.match, group):
             continue
         print(f"{rank:5d} {t:6.2f} {hops:6d}  {group}  <-  {est.label(est.start(bit))}")
         shown += 1
-        if shown == args.top:
-            break
+    if args.trace:
+        if not 1 <= args.trace <= len(ranked):
+            print(f"error: --trace must be a rank from 1 to {len(ranked)}", file=sys.stderr)
+            return 2
+        group, (t, _, bit) = ranked[args.trace - 1]
+        print(f"path of rank {args.trace} ({group}), from its end:")
+        while bit is not None:
+            src = est.driver.get(bit)
+            kind = est.cells[src[0]]["type"] if src else "input"
+            print(f"  {est.arrival.get(bit, (0.0,))[0]:6.2f}  {kind:10s} {est.label(bit)}")
+            bit = est.arrival.get(bit, (0.0, None))[1]
     for ns in THRESHOLDS_NS:
         n = sum(1 for _, (t, _, _) in ranked if t > ns)
         print(f"over {ns:g} ns ({1000 / ns:.1f} MHz): {n} endpoint groups")

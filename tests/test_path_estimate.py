@@ -65,6 +65,11 @@ def test_cli_ranks_and_counts(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[2].split()[:3] == ["1", f"{0.52 + 0.24 + 0.45 + 0.40 + 12:.2f}", "3"]
     assert "over 10 ns (100.0 MHz): 1 endpoint groups" in out
+    assert pe.main([str(_chain(tmp_path)), "--top", "0", "--trace", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    path = [line.split()[1] for line in out[out.index("path of rank 1 (b), from its end:") + 1:]
+            if not line.startswith("over")]
+    assert path == ["CCU2C", "CCU2C", "LUT4", "TRELLIS_FF"]
 
 
 def test_bad_netlists_are_one_line_errors(tmp_path, capsys):

@@ -27,7 +27,16 @@ def pixel_value(p):
 def tree_sum(values):
     """The sum of ``values`` as a balanced tree of two-input adders: ``ceil(log2(n))`` adders
     deep, where Python's ``sum`` builds a chain ``n - 1`` deep. Amaranth widens each sum by a
-    bit, so the result is exact either way."""
+    bit, so the result is exact either way.
+
+    What this changes in hardware depends on the synthesis tool, not on the depth of the
+    expression: Yosys (``alumacc``) merges a sum of plain operands, tree or chain, into one
+    multi-operand adder (``$macc``: a carry-save tree of LUTs and one carry chain). The
+    speculation distance's ten terms and the threshold make one ``$macc`` of 11 addends in
+    either form. The backward engine's 16-lane sum plus its accumulator became two in series
+    as a chain (the first three products, then the other 13 with that and the accumulator:
+    3 and 15 addends) and is one of 17 as a tree (``paper-x2``, Yosys 0.70, at commits 2bc3726
+    and d42f062)."""
     values = list(values)
     if not values:
         raise ValueError("tree_sum needs at least one value")

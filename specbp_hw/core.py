@@ -363,25 +363,32 @@ class TrainingCore(wiring.Component):
         m.d.sync += step_cycles.eq(step_cycles + 1)
 
         # Speculation distance: sum over classes of |y_stash - y|, folded as the softmax
-        # produces y, a group of softmax_ways classes per cycle; the last group comes in the
-        # first cycle the forward engine's y is valid, at least one cycle before it is done.
-        # So the accept decision in the cycle both engines are done starts from a register:
-        # the sum is not on one path with the compare and the backward engine's next address,
-        # and only one group's differences are built (not one per class). The backward engine
-        # fetched y_stash at the start of its pass, long before the first group comes
+        # produces y, a group of softmax_ways classes per cycle, in two stages: a group's
+        # differences are registered in the cycle it enters the softmax's output (y_new_valid),
+        # and summed into the margin in the next, the first cycle the forward engine's y is
+        # valid, at least one cycle before it is done. So the accept decision in the cycle both
+        # engines are done starts from a register: the sum is not on one path with the compare
+        # and the backward engine's next address, the differences not on one path with the
+        # sum, and only one group's differences are built (not one per class). The backward
+        # engine fetched y_stash at the start of its pass, long before the first group comes
         # (asserted below): counted from the start of the pass, the first group comes
-        # cols(L-1) + 1 + (groups - 1) cycles before the end of the forward pass's cycle count
+        # cols(L-1) + 2 + (groups - 1) cycles before the end of the forward pass's cycle count
         # (CycleModel.forward), the last groups - 1 cycles after the first; the fetch of
         # y_stash ends act_words_per_slot + 2 cycles after the start.
         G = p.softmax_ways
         groups = -(-C // G)
-        first_group_at = CycleModel(p).forward - p.cols(p.n_layers - 1) - 1 - (groups - 1)
+        first_group_at = CycleModel(p).forward - p.cols(p.n_layers - 1) - 2 - (groups - 1)
         assert first_group_at > p.act_words_per_slot + 2, "forward pass shorter than the fetch"
         # Folded into the margin threshold - distance as it is summed, so that the decision is
         # the margin's sign: no compare on the path from it to the backward engine's start.
         dist_max = 2 * C << p.fmt.prob_frac
         margin = Signal(signed(max(p.threshold_width, dist_max.bit_length()) + 1))
-        terms = []
+        # The differences are registered negated, -|y_stash - y|, and summed with the
+        # threshold: one multi-operand adder (Yosys builds the same for threshold - sum).
+        terms = [Signal(signed(p.fmt.prob_frac + 1), name=f"dist{j}") for j in range(G)]
+        terms_valid = Signal()
+        terms_group = Signal.like(fwd.y_new_group)
+        m.d.sync += terms_valid.eq(fwd.y_new_valid)
         for j in range(G):
             classes_j = [g * G + j for g in range(groups) if g * G + j < C]
             if groups == 1:
@@ -392,13 +399,16 @@ class TrainingCore(wiring.Component):
                                 + [Const(0, p.fmt.prob_frac)] * (groups - len(classes_j))
                                 )[fwd.y_new_group]
             y_j = fwd.y_new[j]
-            terms.append(Mux(stash_y > y_j, stash_y - y_j, y_j - stash_y))
+            with m.If(fwd.y_new_valid):
+                m.d.sync += terms[j].eq(Mux(stash_y > y_j, y_j - stash_y, stash_y - y_j))
         with m.If(fwd.y_new_valid):
+            m.d.sync += terms_group.eq(fwd.y_new_group)
+        with m.If(terms_valid):
             if groups == 1:
-                m.d.sync += margin.eq(self.threshold - tree_sum(terms))
+                m.d.sync += margin.eq(tree_sum([self.threshold, *terms]))
             else:
-                m.d.sync += margin.eq(Mux(fwd.y_new_group == 0, self.threshold, margin)
-                                      - tree_sum(terms))
+                m.d.sync += margin.eq(tree_sum([Mux(terms_group == 0, self.threshold, margin),
+                                                *terms]))
 
         m.d.comb += [self.o.payload.label.eq(cur_label),
                      self.o.payload.prediction.eq(fwd.prediction),

@@ -38,8 +38,8 @@ class ForwardEngine(wiring.Component):
         Pulse when ``y`` and ``prediction`` are valid; they hold until the next start.
     y_new_valid, y_new_group, y_new : Out
         The softmax's probabilities as they are produced, a group of ``softmax_ways`` at a
-        time (:class:`~specbp_hw.softmax.Softmax`); the last group comes in the first cycle
-        ``y`` is valid, at least one cycle before ``done``.
+        time (:class:`~specbp_hw.softmax.Softmax`); the last group comes in the cycle before
+        ``y`` is valid, at least two cycles before ``done``.
     busy : Out(1)
     w_rd : In(ReadPort.Signature)
         Weight memory read port (synchronous, latency 1).

@@ -155,9 +155,10 @@ class Softmax(wiring.Component):
         ``prediction``: the index of the first maximum logit (as ``numpy.argmax``),
         ``unsigned((classes - 1).bit_length())``.
     y_new_valid : ``Out(1)``
-        High in the cycle after a group of probabilities was scaled into the output payload
-        (once per group, ``ceil(classes / ways)`` times per sample, the last time in the first
-        cycle of ``o.valid``), so that a consumer can fold them as they are produced.
+        High in the cycle at whose clock edge a group of probabilities is scaled into the
+        output payload (once per group, ``ceil(classes / ways)`` times per sample, the last
+        time in the cycle before ``o.valid`` rises), so that a consumer can fold them as they
+        are produced, or register them a cycle before the payload holds them.
     y_new_group : ``Out(range(ceil(classes / ways)))``
         The index ``g`` of that group: ``y_new[j]`` is class ``g * ways + j``.
     y_new : ``Out(data.ArrayLayout(unsigned(prob_frac), ways))``
@@ -410,14 +411,13 @@ class Softmax(wiring.Component):
             y_prod = Signal(unsigned(ef + 1 + rf + 1 + 1), name=f"y_prod{j}")
             m.d.sync += y_prod.eq(p_sr[j] * recip + y_add)
             y_full = y_prod.shift_right(y_shift)
+            m.d.comb += self.y_new[j].eq(Mux(y_full[pf:].any(), (1 << pf) - 1, y_full[:pf]))
             with m.If(y_prod_valid):
-                m.d.sync += y_sr[padded - G + j].eq(
-                    Mux(y_full[pf:].any(), (1 << pf) - 1, y_full[:pf]))
+                m.d.sync += y_sr[padded - G + j].eq(self.y_new[j])
         with m.If(y_prod_valid):
             m.d.sync += [y_sr[k].eq(y_sr[k + G]) for k in range(padded - G)]
-        # The group that entered the top of y_sr at the last edge, and its index.
-        m.d.sync += self.y_new_valid.eq(y_prod_valid)
-        m.d.comb += [self.y_new[j].eq(y_sr[padded - G + j]) for j in range(G)]
+        # The group that enters the top of y_sr at this edge, and its index.
+        m.d.comb += self.y_new_valid.eq(y_prod_valid)
         with m.If(self.y_new_valid):
             m.d.sync += self.y_new_group.eq(self.y_new_group + 1)
         m.d.comb += p_shift.eq(p_valid | scale)

@@ -214,10 +214,10 @@ def _measure(fmt, classes, ways=1, div_bits=1):
 
 @pytest.mark.parametrize("ways", [1, 3, 4, 10])
 def test_groups_as_produced_and_output_held_in_place(ways):
-    """``y_new`` gives every group once, in order, the last in the first cycle of ``o.valid``,
-    padding lanes 0; after the transfer the payload stays until the next input (``y`` until
-    that input's first group enters it, the cycle before its ``y_new_valid``), so a consumer
-    may read it in place."""
+    """``y_new`` gives every group once, in order, the last in the cycle before ``o.valid``
+    rises, padding lanes 0; after the transfer the payload stays until the next input (``y``
+    until that input's first group enters it, at the edge that ends its ``y_new_valid``), so a
+    consumer may read it in place."""
     fmt, classes = FORMATS["default"], 10
     dut = Softmax(fmt, classes, ways=ways)
     z = np.random.default_rng(ways).integers(-(4 << fmt.act.frac), 4 << fmt.act.frac,
@@ -232,13 +232,16 @@ def test_groups_as_produced_and_output_held_in_place(ways):
                 if ctx.get(dut.y_new_valid):
                     seen.append((ctx.get(dut.y_new_group),
                                  [ctx.get(dut.y_new[j]) for j in range(ways)]))
+                    assert not ctx.get(dut.o.valid)
+                    if row == 1 and len(seen) == 1:  # the first output, still in place
+                        assert [ctx.get(dut.o.payload.y[k]) for k in range(classes)] == held_y
                     if len(seen) == groups:
                         break
-                    assert not ctx.get(dut.o.valid)
                 elif row == 1 and not seen:          # the first output, still in place
                     assert [ctx.get(dut.o.payload.y[k]) for k in range(classes)] == held_y
                 await ctx.tick()
-            assert ctx.get(dut.o.valid)              # the last group: o.valid's first cycle
+            await ctx.tick()
+            assert ctx.get(dut.o.valid)              # the cycle after the last group
             want = list(softmax(fmt, z[row:row + 1])[0]) + [0] * (groups * ways - classes)
             assert seen == [(g, want[g * ways:(g + 1) * ways]) for g in range(groups)]
             held = ctx.get(dut.o.payload)

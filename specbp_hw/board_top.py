@@ -192,7 +192,21 @@ class BoardTop(wiring.Component):
         # RESET (one cycle) puts every register of the core back to its power-on value; its
         # memories (weights, accumulators, buffers) keep their contents.
         core_rst = Signal()
-        m.submodules.core = ResetInserter(core_rst)(core)
+        if getattr(platform, "family", None) == "ecp5":
+            # On the ECP5 the core's reset, the domain's or RESET's, is one net to most of its
+            # flip-flops (about 12,000 in paper-x2): it leaves a global buffer (DCCA) onto a
+            # clock network rather than the general routing. The core runs in a domain of its
+            # own on the same clock, reset by that buffer's output alone.
+            m.domains.core = ClockDomain("core")
+            core_reset = Signal()
+            domain_rst = ResetSignal("sync", allow_reset_less=True)
+            m.submodules.core_reset = Instance("DCCA", i_CLKI=domain_rst | core_rst,
+                                               i_CE=Const(1), o_CLKO=core_reset)
+            m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")),
+                         ResetSignal("core").eq(core_reset)]
+            m.submodules.core = DomainRenamer("core")(core)
+        else:
+            m.submodules.core = ResetInserter(core_rst)(core)
         m.submodules.rx = rx = UARTRx(self._divisor)
         m.submodules.tx = tx = UARTTx(self._divisor)
         m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]

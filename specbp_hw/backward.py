@@ -168,10 +168,28 @@ class BackwardEngine(wiring.Component):
         m.d.comb += [
             self.w_rd.addr.eq(addr_n), self.w_rd.en.eq(1),
             self.g_rd.addr.eq(addr), self.g_rd.en.eq(1),
-            # The bias row reads the word after the slot's last (its data is not used).
-            self.x_rd.addr.eq(x_base + row_n),
-            self.x_rd.en.eq(1),
         ]
+
+        # Stash pixels, two words ahead of the sweep: the word at the block RAM's output goes
+        # through a register ``x_q`` (placed by the RAM) before the multiplier operands, so
+        # no path runs from the RAM across the die to the operands. ``xaddr`` is a counter of
+        # its own (the read address from flip-flops, not from the sweep's next-value logic):
+        # while the sweep is in layer 0 it holds the word of the row issued two cycles later,
+        # ``xcol`` that row's column block. It starts two words into a slot; the two words
+        # before are read in the two cycles before the first gradient issue. It stops at the
+        # bias row, so it reads at most three words past a slot's last (their data is not
+        # used; see CoreParams.stash_x_depth).
+        c0 = p.cols(0)
+        r1, r2 = 1 // c0, 2 // c0       # rows issued one and two cycles after the first
+        xaddr = Signal(range(p.stash_x_depth))
+        xcol = Signal(range(c0))
+        x_q = Signal.like(self.x_rd.data)
+        m.d.sync += x_q.eq(self.x_rd.data)
+        m.d.comb += [self.x_rd.addr.eq(xaddr), self.x_rd.en.eq(1)]
+
+        def x_prime(first):
+            # ``xaddr`` and ``xcol`` for the first gradient issue in the next cycle.
+            m.d.sync += [xaddr.eq(first + r2), xcol.eq(2 % c0)]
         # Stage 0 -> 1: the operands. In the gradient phase every lane of input k multiplies
         # ``a_k``: a stash pixel (layer 0) or a local activation, 1 on the bias row.
         with m.If(issuing):
@@ -183,8 +201,7 @@ class BackwardEngine(wiring.Component):
             for k in range(K):
                 a_k = Signal(signed(p.input_width), name=f"a{k}")
                 with m.If(layer == 0):
-                    m.d.comb += a_k.eq(Mux(row == p.rows(0), 1 if k == 0 else 0,
-                                           self.x_rd.data[k]))
+                    m.d.comb += a_k.eq(Mux(row == p.rows(0), 1 if k == 0 else 0, x_q[k]))
                 for l in range(1, L):
                     with m.If(layer == l):
                         choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
@@ -251,9 +268,13 @@ class BackwardEngine(wiring.Component):
         # before the cycle after it.
         sweep_done = ~(issuing | v1)
         # Waiting for a start (IDLE, DONE), the engine reads the first stash pixel word of the
-        # slot at its input: a gradient-only pass needs it in its first issue cycle. (Not under
-        # the start condition: the controller decides to start late in the cycle.)
+        # slot at its input: a gradient-only pass needs it (in x_q) in its first issue cycle,
+        # two cycles after the start. (Not under the start condition: the controller decides
+        # to start late in the cycle.) The other stash pixel reads follow ``xaddr``; outside
+        # the gradient sweep it holds the pass's first word, and a delta pass primes it at the
+        # end of its last delta layer, in the two cycles before its gradient sweep.
         x_first = p.slot_bases(p.rows(0))[self.slot]
+        m.d.sync += xaddr.eq(x_base)
 
         def accept_start():
             # Taken in IDLE and in DONE, so that a controller may start the next pass in the
@@ -269,8 +290,9 @@ class BackwardEngine(wiring.Component):
                 with m.If(self.delta):
                     m.next = "FETCH"
                 with m.Else():
-                    m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0), issuing.eq(1)]
-                    m.next = "GRAD"
+                    m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0),
+                                 xaddr.eq(x_first + r1)]
+                    m.next = "PRIME"
 
         with m.FSM():
             with m.State("IDLE"):
@@ -288,6 +310,10 @@ class BackwardEngine(wiring.Component):
                 m.next = "DELTA"
             with m.State("DELTA"):
                 m.d.comb += self.busy.eq(1)
+                with m.If(~issuing & ~v1):
+                    # The last two cycles of a layer's drain (overridden below at the end of
+                    # the last delta layer).
+                    m.d.sync += xaddr.eq(x_base + r1)
                 with m.If(issuing):
                     # Rows of the layer, column blocks inside; the bias row is skipped.
                     m.d.comb += addr_n.eq(addr + 1)
@@ -304,6 +330,7 @@ class BackwardEngine(wiring.Component):
                             m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0),
                                          issuing.eq(1)]
                             m.d.comb += [row_n.eq(0), addr_n.eq(0)]
+                            x_prime(x_base)
                             m.next = "GRAD"
                         with m.Else():
                             m.next = "DONE"
@@ -311,11 +338,28 @@ class BackwardEngine(wiring.Component):
                         base = Array(Const(p.base(l)) for l in range(L))
                         m.d.sync += [layer.eq(layer - 1), col.eq(0), issuing.eq(1)]
                         m.d.comb += [row_n.eq(0), addr_n.eq(base[layer - 1])]
+            with m.State("PRIME"):
+                # A gradient-only pass: the cycle between its start and its first issue, in
+                # which the stash pixel word after its first is read.
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += issuing.eq(1)
+                x_prime(x_base)
+                m.next = "GRAD"
             with m.State("GRAD"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
                     p.sweep(m, layer, row, col, addr, issuing,
                             next_loader(m, (addr, addr_n), (row, row_n)))
+                    # xaddr is the word of row(t + 2); it stops at the bias row (no row after
+                    # it in layer 0 needs a pixel word).
+                    with m.If((layer == 0) & (row != p.rows(0))):
+                        if c0 == 1:
+                            m.d.sync += xaddr.eq(xaddr + 1)
+                        else:
+                            with m.If(xcol == c0 - 1):
+                                m.d.sync += [xcol.eq(0), xaddr.eq(xaddr + 1)]
+                            with m.Else():
+                                m.d.sync += [xcol.eq(xcol + 1), xaddr.eq(xaddr)]
                 with m.Elif(sweep_done):
                     m.next = "DONE"
             with m.State("DONE"):

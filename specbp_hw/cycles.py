@@ -8,7 +8,8 @@ terms follow the engines' structure (see their module docstrings):
 - backward pass: the stash fetch (one word per cycle), the deltas of the layers after the first
   (``rows * cols`` words each plus a 3-cycle drain), one gradient sweep over all ``depth`` words,
   5 cycles of start/drain/finish;
-- undo of a rejected speculation: one gradient sweep, ``depth + 3``;
+- undo of a rejected speculation: one gradient sweep, ``depth + 4`` (one cycle between its
+  start and its first word, in which the engine reads the second stash pixel word ahead);
 - batch update: none when the batch's last backward pass is the step's own (serial, pipelined,
   or a speculative step that was not accepted): that pass is *fused* with the update, which
   takes each word's final sums from the sweep at no extra cycles. A batch that ends on an
@@ -55,7 +56,7 @@ class CycleModel:
 
     @property
     def undo(self):
-        return self.params.depth + 3
+        return self.params.depth + 4
 
     @property
     def update(self):

@@ -261,10 +261,11 @@ class CoreParams:
 
     @property
     def stash_x_depth(self):
-        """Words of the stash pixels: ``rows(0)`` per slot and one more, so that the backward
-        engine reads a slot's bias row past its last word (its data is not used) and its read
-        address needs no compare."""
-        return self.slots * self.rows(0) + 1
+        """Words of the stash pixels: ``rows(0)`` per slot and three more. The backward engine
+        reads two words ahead of its gradient sweep and stops at the bias row, so it reads up
+        to three words past a slot's last (their data is not used); its read address needs no
+        compare with the slot's end."""
+        return self.slots * self.rows(0) + 3
 
     @property
     def act_word(self):

@@ -118,12 +118,16 @@ class ForwardEngine(wiring.Component):
         addr_n, row_n, half_n = (lookahead(m, s) for s in (addr, row, half))
         # The issue counters' tests and next addresses, kept in registers beside them, so that
         # the weights' read address is a choice among registers: no compare or adder between
-        # the layer counter and the block RAMs (the 85F's critical path at commit 8269e91).
+        # the layer counter and the block RAMs (the 85F's critical path at commit 8269e91), nor
+        # a table indexed by it (the next layer's base and the last-layer test are registers
+        # too: the critical path at 6556229).
         row_end = Signal()                  # row == rows[layer]: the bias row
         col_end = Signal()                  # col == cols[layer] - 1: the layer's last block
         addr_row = Signal.like(addr)        # addr + cols[layer]: the block's next row
         addr_col = Signal.like(addr)        # base[layer] + col + 1: the next block's first row
-        next_base = Array(Const(p.base(l + 1)) for l in range(L))
+        addr_next = Signal.like(addr)       # base[layer + 1]: the next layer's first word
+        last_layer = Signal()               # layer == L - 1
+        next_base = Array(Const(p.base(l + 1) if l + 1 < L else 0) for l in range(L))
         first_col_end = Array(Const(p.cols(l) == 1) for l in range(L))
         first_addr_row = Array(Const(p.base(l) + p.cols(l)) for l in range(L))
         first_addr_col = Array(Const(p.base(l) + 1) for l in range(L))
@@ -131,7 +135,8 @@ class ForwardEngine(wiring.Component):
         def enter_layer(l):
             # The counters' registers for the first row of layer l's first block.
             return [row_end.eq(0), col_end.eq(first_col_end[l]), addr_row.eq(first_addr_row[l]),
-                    addr_col.eq(first_addr_col[l])]
+                    addr_col.eq(first_addr_col[l]), addr_next.eq(next_base[l]),
+                    last_layer.eq(l == L - 1)]
 
         # Pipeline registers. Stage 1: operands. Stage 2: products. Stage 3: sums.
         v1, v2, v3 = Signal(), Signal(), Signal()
@@ -274,12 +279,12 @@ class ForwardEngine(wiring.Component):
                         m.d.sync += [row_end.eq(row + 1 == rows[layer]),
                                      addr_row.eq(addr_row + cols[layer])]
                 with m.Elif(layer_done):
-                    with m.If(layer == L - 1):
+                    with m.If(last_layer):
                         m.next = "SOFTMAX"
                     with m.Else():
                         m.d.sync += [layer.eq(layer + 1), col.eq(0), issuing.eq(1),
                                      *enter_layer(layer + 1)]
-                        m.d.comb += [row_n.eq(0), addr_n.eq(next_base[layer])]
+                        m.d.comb += [row_n.eq(0), addr_n.eq(addr_next)]
             with m.State("SOFTMAX"):
                 m.d.comb += [self.busy.eq(1), softmax.i.valid.eq(1)]
                 with m.If(softmax.i.ready):

@@ -7,7 +7,8 @@ truncated or malformed frame gets an error reply and changes no training state. 
 sample is buffered in block RAM while its frame arrives and streamed into the core only after
 the checks pass; so are the weight words of a LOAD_WEIGHTS frame, which are written into the
 core's weight memory (through its host write port) only after the checks. RESET puts the core's
-registers back to their power-on values (``ResetInserter``), not its memories.
+registers back to their power-on values (a reset of its own, :func:`specbp_hw.synth_top.add_core`),
+not its memories.
 
 A platform wrapper connects ``uart_rx``/``uart_tx`` to the board's serial pins and the LED
 outputs to its LEDs.
@@ -24,6 +25,7 @@ from .params import NO_RW_CHECK, CoreParams, sync_read
 from .protocol import (COUNTER_BYTES, COUNTER_NAMES, REPLY_SOF, REQUEST_SOF, RESULT_BYTES,
                        STATUS_BYTES, Cmd, Status, info_bytes, load_data_bytes,
                        max_request_payload, weight_word_bytes)
+from .synth_top import add_core
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["BoardTop", "PlatformTop", "RX_FIFO_DEPTH", "crc16_step", "initial_weights",
@@ -192,21 +194,8 @@ class BoardTop(wiring.Component):
         # RESET (one cycle) puts every register of the core back to its power-on value; its
         # memories (weights, accumulators, buffers) keep their contents.
         core_rst = Signal()
-        if getattr(platform, "family", None) == "ecp5":
-            # On the ECP5 the core's reset, the domain's or RESET's, is one net to most of its
-            # flip-flops (about 12,000 in paper-x2): it leaves a global buffer (DCCA) onto a
-            # clock network rather than the general routing. The core runs in a domain of its
-            # own on the same clock, reset by that buffer's output alone.
-            m.domains.core = ClockDomain("core")
-            core_reset = Signal()
-            domain_rst = ResetSignal("sync", allow_reset_less=True)
-            m.submodules.core_reset = Instance("DCCA", i_CLKI=domain_rst | core_rst,
-                                               i_CE=Const(1), o_CLKO=core_reset)
-            m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")),
-                         ResetSignal("core").eq(core_reset)]
-            m.submodules.core = DomainRenamer("core")(core)
-        else:
-            m.submodules.core = ResetInserter(core_rst)(core)
+        # On an ECP5 the reset goes onto a clock network (synth_top.add_core).
+        add_core(m, platform, core, core_rst)
         m.submodules.rx = rx = UARTRx(self._divisor)
         m.submodules.tx = tx = UARTTx(self._divisor)
         m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]

@@ -24,7 +24,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from .core import TrainingCore
 
-__all__ = ["SynthWrapper", "add_pll_clock", "ecp5_pll", "ice40_pll", "pll_config"]
+__all__ = ["SynthWrapper", "add_core", "add_pll_clock", "ecp5_pll", "ice40_pll", "pll_config"]
 
 
 def ecp5_pll(f_in, f_out):
@@ -175,6 +175,33 @@ def add_pll_clock(m, platform, cfg):
     m.submodules.rst_sync = ResetSynchronizer(~por[-1], domain="sync")
 
 
+def add_core(m, platform, core, reset=None):
+    """Add ``core`` to ``m`` as its submodule ``core``, on the ``sync`` clock, reset by the
+    ``sync`` domain's reset or by ``reset`` (a signal; None: the domain's alone).
+
+    On an ECP5 platform that reset is one net to most of the core's flip-flops (about 12,000 in
+    ``paper-x2``), and nextpnr-ecp5 routes it as a logic net. Here it leaves a global buffer
+    (``DCCA``) onto a clock network instead, and the core runs in a domain of its own, ``core``,
+    on the same clock, reset by that buffer alone. (The iCE40's nextpnr promotes high-fanout
+    resets by itself; elsewhere, and in simulation, the core stays in ``sync``.)
+    """
+    if getattr(platform, "family", None) == "ecp5":
+        m.domains.core = ClockDomain("core")
+        rst = ResetSignal("sync", allow_reset_less=True)
+        if reset is not None:
+            rst = rst | reset
+        core_reset = Signal()
+        m.submodules.core_reset = Instance("DCCA", i_CLKI=rst, i_CE=Const(1),
+                                           o_CLKO=core_reset)
+        m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")),
+                     ResetSignal("core").eq(core_reset)]
+        m.submodules.core = DomainRenamer("core")(core)
+    elif reset is not None:
+        m.submodules.core = ResetInserter(reset)(core)
+    else:
+        m.submodules.core = core
+
+
 class SynthWrapper(Elaboratable):
     """The training core with LFSR-driven inputs, XOR-folded outputs and a PLL clock.
 
@@ -215,7 +242,7 @@ class SynthWrapper(Elaboratable):
         m = Module()
         add_pll_clock(m, platform, self.pll)
         core = self.core
-        m.submodules.core = core
+        add_core(m, platform, core)
 
         # Inputs: a 32-bit Galois LFSR (x^32 + x^22 + x^2 + x + 1), its bits spread cyclically
         # over every input port bit, so no input is constant.

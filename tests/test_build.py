@@ -414,3 +414,16 @@ def test_build_ice40_with_the_link(capsys, tmp_path):
     # The estimate's EBR count is an upper bound here (fit.bram_blocks): one more than Yosys'.
     assert r["utilization"]["bram"]["used"] == r["estimate"]["bram"] - 1
     assert r["utilization"]["dsp"]["used"] == r["estimate"]["dsps"]
+
+
+@pytest.mark.parametrize("board", ["orangecrab-25f", "icebreaker"])
+def test_core_wrapper_resets_the_core_from_a_global_buffer_on_ecp5(board):
+    # As in the host link's top (tests/test_board_top.py): on an ECP5 the core's reset leaves
+    # a DCCA onto a clock network; the iCE40's nextpnr promotes it by itself.
+    from specbp_hw.synth_top import SynthWrapper
+    b = get_board(board)
+    platform = b.platform_class()()
+    top = SynthWrapper(core_params("pool7"), 24e6, family=b.device.family,
+                       f_in=platform.default_clk_frequency, led=b.led)
+    il = platform.prepare(top, name="top").files["top.il"]
+    assert ("cell \\DCCA " in il) == (b.device.family == "ecp5")

@@ -25,12 +25,9 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import narrow_scaled, tree_sum
-from .params import CoreParams, addr_width, lookahead, next_loader
+from .params import LANE_GROUP, CoreParams, addr_width, lookahead, next_loader
 
-__all__ = ["BackwardEngine", "LANE_GROUP"]
-
-# Lanes summed together in the first of the delta phase's two summing stages.
-LANE_GROUP = 4
+__all__ = ["BackwardEngine"]
 
 
 class BackwardEngine(wiring.Component):
@@ -221,30 +218,43 @@ class BackwardEngine(wiring.Component):
             gdat2.eq(self.g_rd.data),
         ]
 
-        # ---- delta phase: stages 2 and 3 sum over the lanes, stage 4 narrows ---------------
-        # The lanes' products are summed in two stages, so that neither is one adder of N + 1
-        # operands (Yosys makes one multi-operand adder of any plain sum): stage 2 sums groups
-        # of LANE_GROUP lanes, stage 3 adds the groups' sums to the accumulator. The sums are
-        # exact integers, so the order of the terms does not change them.
+        # ---- delta phase: the sum over the lanes, then the narrowing ----------------------
+        # With more than LANE_GROUP lanes the products are summed in two stages, so that
+        # neither is one adder of N + 1 operands (Yosys makes one multi-operand adder of any
+        # plain sum): stage 2 sums groups of LANE_GROUP lanes, stage 3 adds the groups' sums to
+        # the accumulator, stage 4 narrows. With fewer lanes stage 2 adds the lanes' products
+        # to the accumulator and stage 3 narrows. The sums are exact integers, so the order of
+        # the terms does not change them.
         prod_w = prod.shape().elem_shape.width
-        groups = [range(g, min(g + LANE_GROUP, N)) for g in range(0, N, LANE_GROUP)]
-        psum = Signal(data.ArrayLayout(signed(prod_w + (LANE_GROUP - 1).bit_length()),
-                                       K * len(groups)))
         eacc_w = prod_w + (max(p.layers) + 1).bit_length() + 1
         eacc = Signal(data.ArrayLayout(signed(eacc_w), K))
-        first3, last3 = Signal(), Signal()
-        with m.If(v2 & ~mode_grad):
-            for k in range(K):
-                for j, lanes in enumerate(groups):
-                    m.d.sync += psum[k * len(groups) + j].eq(
-                        tree_sum(prod[k * N + n] for n in lanes))
-        m.d.sync += [v3.eq(v2 & ~mode_grad), first3.eq(first2), last3.eq(last2),
-                     row3.eq(row2)]
-        with m.If(v3):
-            for k in range(K):
-                total = tree_sum(psum[k * len(groups) + j] for j in range(len(groups)))
-                m.d.sync += eacc[k].eq(Mux(first3, 0, eacc[k]) + total)
-        m.d.sync += [v4.eq(v3 & last3), row4.eq(row3)]
+        if p.delta_sum_stages == 2:
+            groups = [range(g, min(g + LANE_GROUP, N)) for g in range(0, N, LANE_GROUP)]
+            psum = Signal(data.ArrayLayout(signed(prod_w + (LANE_GROUP - 1).bit_length()),
+                                           K * len(groups)))
+            first3, last3 = Signal(), Signal()
+            with m.If(v2 & ~mode_grad):
+                for k in range(K):
+                    for j, lanes in enumerate(groups):
+                        m.d.sync += psum[k * len(groups) + j].eq(
+                            tree_sum(prod[k * N + n] for n in lanes))
+            m.d.sync += [v3.eq(v2 & ~mode_grad), first3.eq(first2), last3.eq(last2),
+                         row3.eq(row2)]
+            with m.If(v3):
+                for k in range(K):
+                    total = tree_sum(psum[k * len(groups) + j] for j in range(len(groups)))
+                    m.d.sync += eacc[k].eq(Mux(first3, 0, eacc[k]) + total)
+            m.d.sync += [v4.eq(v3 & last3), row4.eq(row3)]
+            v_nar, row_nar = v4, row4
+            drain = [issuing, v1, v2, v3]
+        else:
+            with m.If(v2 & ~mode_grad):
+                for k in range(K):
+                    total = tree_sum(prod[k * N + n] for n in range(N))
+                    m.d.sync += eacc[k].eq(Mux(first2, 0, eacc[k]) + total)
+            m.d.sync += [v3.eq(v2 & last2 & ~mode_grad), row3.eq(row2)]
+            v_nar, row_nar = v3, row3
+            drain = [issuing, v1, v2]
         # The delta of layer l-1 from e = W_l d_l: d_l has prob_frac fraction bits at the
         # output layer, delta.frac elsewhere. narrow_scaled computes e and its leaky scaling
         # side by side; a shift below 1 is aligned to s = 1 first (round_shift(v << j, s)
@@ -253,12 +263,12 @@ class BackwardEngine(wiring.Component):
             f_d = fmt.prob_frac if l == L - 1 else fmt.delta.frac
             shift = fmt.weight.frac + f_d - fmt.delta.frac
             extra = max(0, 1 - shift)
-            with m.If(v4 & (layer == l)):
+            with m.If(v_nar & (layer == l)):
                 for k in range(K):
                     e, e_leak = narrow_scaled(m, eacc[k] << extra, shift + extra, fmt.delta,
                                               fmt.leak_shift, f"e{l}_{k}")
                     for r in range(p.rows(l)):
-                        with m.If(row4 == r):
+                        with m.If(row_nar == r):
                             i = r * K + k
                             pos = acts[l - 1][i] > 0
                             m.d.sync += deltas[l - 1][i].eq(Mux(pos, e, e_leak))
@@ -280,9 +290,10 @@ class BackwardEngine(wiring.Component):
 
         # ---- control ------------------------------------------------------------------------
         m.d.comb += self.done.eq(0)
-        # A delta layer ends with its stage-4 write; the next layer's deltas are read (registered)
-        # from the cycle after it, so the next layer may issue right after that write.
-        layer_done = ~(issuing | v1 | v2 | v3)
+        # A delta layer ends with its narrowing stage's write; the next layer's deltas are read
+        # (registered) from the cycle after it, so the next layer may issue right after that
+        # write.
+        layer_done = ~Cat(*drain).any()
         # The gradient sweep's last write is at stage 2; a following pass reads no accumulator
         # before the cycle after it.
         sweep_done = ~(issuing | v1)
@@ -329,7 +340,7 @@ class BackwardEngine(wiring.Component):
                 m.next = "DELTA"
             with m.State("DELTA"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(~issuing & ~v1 & ~v2):
+                with m.If(~Cat(*drain[:-1]).any()):
                     # The last two cycles of a layer's drain (overridden below at the end of
                     # the last delta layer).
                     m.d.sync += xaddr.eq(x_base + r1)

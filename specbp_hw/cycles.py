@@ -6,7 +6,8 @@ terms follow the engines' structure (see their module docstrings):
 - forward pass: every layer's ``cols * (rows + 1)`` weight words, a 3-cycle pipeline drain per
   layer, the softmax latency, one cycle per ``y`` word, 2 cycles of start/finish;
 - backward pass: the stash fetch (one word per cycle), the deltas of the layers after the first
-  (``rows * cols`` words each plus a 4-cycle drain), one gradient sweep over all ``depth`` words,
+  (``rows * cols`` words each plus a drain of 3 cycles and one more per extra summing stage,
+  ``CoreParams.delta_sum_stages``), one gradient sweep over all ``depth`` words,
   5 cycles of start/drain/finish;
 - undo of a rejected speculation: one gradient sweep, ``depth + 4`` (one cycle between its
   start and its first word, in which the engine reads the second stash pixel word ahead);
@@ -51,7 +52,8 @@ class CycleModel:
     @property
     def backward(self):
         p = self.params
-        deltas = sum(p.rows(l) * p.cols(l) + 4 for l in range(1, p.n_layers))
+        drain = 2 + p.delta_sum_stages
+        deltas = sum(p.rows(l) * p.cols(l) + drain for l in range(1, p.n_layers))
         return p.act_words_per_slot + deltas + p.depth + 5
 
     @property

@@ -17,8 +17,8 @@ from amaranth.lib import data
 
 from golden.fixed import FixedFormat
 
-__all__ = ["CoreParams", "SCHEDULES", "SERIAL", "SPECULATIVE", "PIPELINED", "addr_width",
-           "lookahead", "next_loader", "NO_RW_CHECK", "sync_read"]
+__all__ = ["CoreParams", "LANE_GROUP", "SCHEDULES", "SERIAL", "SPECULATIVE", "PIPELINED",
+           "addr_width", "lookahead", "next_loader", "NO_RW_CHECK", "sync_read"]
 
 SERIAL, SPECULATIVE, PIPELINED = 0, 1, 2
 SCHEDULES = {"serial": SERIAL, "speculative": SPECULATIVE, "pipelined": PIPELINED}
@@ -42,6 +42,11 @@ def lookahead(m, reg):
     m.d.comb += nxt.eq(reg)
     m.d.sync += reg.eq(nxt)
     return nxt
+
+
+# Lanes the backward engine sums together in the first of its two delta-phase summing stages
+# (CoreParams.delta_sum_stages).
+LANE_GROUP = 4
 
 
 # Memory attributes: a read of a word written in the same cycle is undefined (see sync_read).
@@ -203,6 +208,13 @@ class CoreParams:
 
     def act_base(self, l):
         return sum(self.act_words(i) for i in range(l))
+
+    @property
+    def delta_sum_stages(self):
+        """Pipeline stages of the backward engine's sum over the lanes in the delta phase: two
+        (groups of ``LANE_GROUP`` lanes, then the groups into the accumulator) with more than
+        ``LANE_GROUP`` lanes, one (every lane and the accumulator) otherwise."""
+        return 2 if self.lanes > LANE_GROUP else 1
 
     @property
     def act_words_per_slot(self):

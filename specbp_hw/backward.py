@@ -152,12 +152,12 @@ class BackwardEngine(wiring.Component):
         addr_n, row_n = lookahead(m, addr), lookahead(m, row)
         x_base = Signal(range(p.slots * p.rows(0)))     # the slot's first stash pixel word
         issuing = Signal()
-        v1, v2, v3, v4 = Signal(), Signal(), Signal(), Signal()
+        v1, v2, v3 = Signal(), Signal(), Signal()
         first1, first2 = Signal(), Signal()
         last1, last2 = Signal(), Signal()
         bias1 = Signal()
         layer1 = Signal.like(layer)  # the gradient sweep crosses layers without draining
-        row1, row2, row3, row4 = (Signal.like(row, name=f"row{i}") for i in (1, 2, 3, 4))
+        row1, row2, row3 = (Signal.like(row, name=f"row{i}") for i in (1, 2, 3))
         addr1, addr2 = Signal.like(addr), Signal.like(addr)
         layer2, bias2 = Signal.like(layer), Signal()
         gdat2 = Signal.like(self.g_rd.data)
@@ -175,10 +175,10 @@ class BackwardEngine(wiring.Component):
         # no path runs from the RAM across the die to the operands. ``xaddr`` is a counter of
         # its own (the read address from flip-flops, not from the sweep's next-value logic):
         # while the sweep is in layer 0 it holds the word of the row issued two cycles later,
-        # ``xcol`` that row's column block. It starts two words into a slot; the two words
-        # before are read in the two cycles before the first gradient issue. It stops at the
-        # bias row, so it reads at most three words past a slot's last (their data is not
-        # used; see CoreParams.stash_x_depth).
+        # ``xcol`` that row's column block. The words of the first two issue cycles are read
+        # in the two cycles before the first. It stops advancing at the bias row (and goes back
+        # to the slot's first word after layer 0), so it reads at most three words past a
+        # slot's last (their data is not used; see CoreParams.stash_x_depth).
         c0 = p.cols(0)
         r1, r2 = 1 // c0, 2 // c0       # rows issued one and two cycles after the first
         xaddr = Signal(range(p.stash_x_depth))
@@ -232,7 +232,8 @@ class BackwardEngine(wiring.Component):
             groups = [range(g, min(g + LANE_GROUP, N)) for g in range(0, N, LANE_GROUP)]
             psum = Signal(data.ArrayLayout(signed(prod_w + (LANE_GROUP - 1).bit_length()),
                                            K * len(groups)))
-            first3, last3 = Signal(), Signal()
+            first3, last3, v4 = Signal(name="first3"), Signal(name="last3"), Signal(name="v4")
+            row4 = Signal.like(row, name="row4")
             with m.If(v2 & ~mode_grad):
                 for k in range(K):
                     for j, lanes in enumerate(groups):
@@ -380,8 +381,8 @@ class BackwardEngine(wiring.Component):
                 with m.If(issuing):
                     p.sweep(m, layer, row, col, addr, issuing,
                             next_loader(m, (addr, addr_n), (row, row_n)))
-                    # xaddr is the word of row(t + 2); it stops at the bias row (no row after
-                    # it in layer 0 needs a pixel word).
+                    # xaddr is the word of row(t + 2); it stops advancing at the bias row (no
+                    # row after it needs a pixel word).
                     with m.If((layer == 0) & (row != p.rows(0))):
                         if c0 == 1:
                             m.d.sync += xaddr.eq(xaddr + 1)

@@ -7,8 +7,8 @@ truncated or malformed frame gets an error reply and changes no training state. 
 sample is buffered in block RAM while its frame arrives and streamed into the core only after
 the checks pass; so are the weight words of a LOAD_WEIGHTS frame, which are written into the
 core's weight memory (through its host write port) only after the checks. RESET puts the core's
-registers back to their power-on values (a reset of its own, :func:`specbp_hw.synth_top.add_core`),
-not its memories.
+registers back to their power-on values (a reset of its own,
+:func:`specbp_hw.synth_top.add_core`), not its memories.
 
 A platform wrapper connects ``uart_rx``/``uart_tx`` to the board's serial pins and the LED
 outputs to its LEDs.

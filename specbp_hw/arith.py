@@ -2,7 +2,8 @@
 
 Each returns an Amaranth value computing exactly what its namesake in :mod:`golden.fixed` does
 on integers: ``round_shift`` rounds to nearest with ties up (add half, arithmetic shift right),
-``saturate`` clamps to a :class:`golden.fixed.Q` format. ``pixel_value`` is the input
+``saturate`` clamps to a :class:`golden.fixed.Q` format, ``sub_round_saturate`` is the
+update's ``saturate(w - round_shift(v, s))`` as one subtraction. ``pixel_value`` is the input
 conversion of :func:`golden.fixed_model.pixels`. ``narrow_leaky`` is the forward
 pass's narrowing and leaky ReLU (:func:`golden.fixed_model.leaky` of ``Q.narrow``) and
 ``narrow_scaled`` the backward pass's narrowing and its scaling by the leak, both in a form
@@ -10,12 +11,12 @@ with less logic depth. ``clip_narrow`` is the update's clip and narrowing of a g
 fraction bits depend on its layer, one circuit for every layer.
 """
 
-from amaranth.hdl import Array, Const, Mux, Signal, signed
+from amaranth.hdl import Array, C, Cat, Const, Mux, Signal, Value, signed
 
 from golden.fixed import round_shift as round_shift_int
 
-__all__ = ["pixel_value", "round_shift", "saturate", "narrow_leaky", "narrow_scaled",
-           "clip_narrow"]
+__all__ = ["pixel_value", "round_shift", "saturate", "sub_round_saturate", "narrow_leaky",
+           "narrow_scaled", "clip_narrow"]
 
 
 def pixel_value(p):
@@ -54,8 +55,30 @@ def round_shift(v, s):
 
 
 def saturate(v, q):
-    """Clamp ``v`` to the range of the format ``q``."""
-    return Mux(v > q.max, q.max, Mux(v < q.min, q.min, v))
+    """Clamp ``v`` to the range of the format ``q``.
+
+    A signed ``v`` wider than ``q`` is tested by its bits instead of by two compares with
+    constants: it fits when its bits from ``q``'s sign bit up are all equal. That is a tree of
+    LUTs beside the value's sign; the compares were two carry chains (Yosys maps a compare
+    with a constant onto one)."""
+    v = Value.cast(v)
+    if not v.shape().signed or len(v) <= q.width:
+        return Mux(v > q.max, q.max, Mux(v < q.min, q.min, v))
+    top, sign = v[q.width - 1:], v[-1]
+    return Mux(~sign & top.any(), q.max, Mux(sign & ~top.all(), q.min, v[:q.width].as_signed()))
+
+
+def sub_round_saturate(w, v, s, q):
+    """``saturate(w - round_shift(v, s), q)`` with one subtraction instead of an adder and a
+    subtractor in series: for ``s >= 1``, ``w - floor((v + h) / 2**s)`` with ``h = 2**(s-1)``
+    is ``floor((w * 2**s + h - 1 - v) / 2**s)`` (as ``-floor(x / d) = floor((d - 1 - x) / d)``
+    for integers), and ``w * 2**s + h - 1`` is ``w`` with the constant ``h - 1`` in its low
+    ``s`` bits, no adder."""
+    if s <= 0:
+        return saturate(w - (v << -s), q)
+    w = Value.cast(w)
+    d = Cat(C((1 << (s - 1)) - 1, s), w).as_signed() - v
+    return saturate(d[s:].as_signed(), q)
 
 
 def _narrow_parts(m, v, s, q, leak, name):

@@ -9,7 +9,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import clip_narrow, round_shift, saturate
+from .arith import clip_narrow, sub_round_saturate
 from .params import CoreParams, addr_width, lookahead, next_loader
 
 __all__ = ["UpdateEngine"]
@@ -112,14 +112,14 @@ class UpdateEngine(wiring.Component):
             # Stage 2: times the learning rate.
             with m.If(v2):
                 m.d.sync += raw3[i].eq(gq2[i] * lr)
-            # Stage 3: round, subtract, saturate; write back and clear the accumulator. The
-            # difference is zero when nothing is written (an AND per bit in hardware; the
-            # compiled simulation skips the subtraction on the other cycles).
-            d = w3[i] - round_shift(raw3[i], shift)
-            new_w = Signal(signed(len(d)), name=f"new_w{i}")
+            # Stage 3: round, subtract, saturate (one subtraction: sub_round_saturate); write
+            # back and clear the accumulator. The result is zero when nothing is written (an
+            # AND per bit in hardware; the compiled simulation skips the subtraction on the
+            # other cycles).
+            new_w = Signal(signed(fmt.weight.width), name=f"new_w{i}")
             with m.If(v3):
-                m.d.comb += new_w.eq(d)
-            m.d.comb += self.w_wr.data[i].eq(saturate(new_w, fmt.weight))
+                m.d.comb += new_w.eq(sub_round_saturate(w3[i], raw3[i], shift, fmt.weight))
+            m.d.comb += self.w_wr.data[i].eq(new_w)
             m.d.comb += self.g_wr.data[i].eq(0)
         m.d.comb += [self.w_wr.addr.eq(addr3), self.w_wr.en.eq(v3), self.writing.eq(v3),
                      # A fused sweep has cleared the accumulator itself.

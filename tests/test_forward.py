@@ -10,7 +10,8 @@ from amaranth.sim import Simulator
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q, round_shift
 from golden.fixed_model import FixedArith, pixels
-from specbp_hw.arith import clip_narrow, narrow_leaky, narrow_scaled, tree_sum
+from specbp_hw.arith import (clip_narrow, narrow_leaky, narrow_scaled, saturate,
+                             sub_round_saturate, tree_sum)
 from specbp_hw.cycles import CycleModel
 from specbp_hw.forward import ForwardEngine
 from specbp_hw.params import CoreParams
@@ -178,6 +179,54 @@ def test_narrowings_are_saturate_of_round_then_leaky(width, s, q, leak):
 def _update_cases(fracs, clip, q):
     return [(round(clip * (1 << f)), f - q.frac) for f in fracs]
 
+
+
+@pytest.mark.parametrize("v_width, s, q", [
+    (33, 21, Q(16, 12)),    # the paper format's update: 16-bit gradient x 16-bit rate
+    (20, 4, Q(8, 3)),
+    (12, 1, Q(12, 5)),      # a product no wider than the weights
+    (10, 0, Q(8, 3)),       # aligned: no rounding
+    (10, -2, Q(8, 3)),
+])
+def test_sub_round_saturate_is_one_step_after_another(v_width, s, q):
+    """The update's one-subtraction form against round, subtract and saturate one after
+    another (and the bit-tested ``saturate`` of the difference against clamping), at every
+    boundary of the rounding and the saturation (+-3) and at random values."""
+    m = Module()
+    w, v = Signal(signed(q.width)), Signal(signed(v_width))
+    out, sat = Signal(signed(q.width)), Signal(signed(q.width))
+    diff = Signal(signed(max(q.width, v_width) + 3))
+    m.d.comb += [out.eq(sub_round_saturate(w, v, s, q)), sat.eq(saturate(diff, q))]
+    lo, hi = -(1 << (v_width - 1)), (1 << (v_width - 1)) - 1
+    rng = np.random.default_rng(v_width + s)
+    mismatches = []
+
+    async def bench(ctx):
+        for wv in sorted({q.min, q.min + 1, -1, 0, 1, q.max - 1, q.max}
+                         | {int(x) for x in rng.integers(q.min, q.max + 1, 6)}):
+            ctx.set(w, wv)
+            half = (1 << (s - 1)) if s > 0 else 0
+            # Values of v whose rounding crosses a saturation bound or a rounding step.
+            edges = [0, lo, hi, half, -half] + [
+                ((wv - b) << max(s, 0)) + half for b in (q.max, q.min, q.max + 1, q.min - 1)]
+            values = sorted({min(max(e + k, lo), hi) for e in edges for k in range(-3, 4)}
+                            | {int(x) for x in rng.integers(lo, hi, 60)})
+            for x in values:
+                ctx.set(v, x)
+                ref = q.saturate(wv - round_shift(x, s))
+                if ctx.get(out) != ref:
+                    mismatches.append((wv, x, ctx.get(out), ref))
+        dlo, dhi = -(1 << (len(diff) - 1)), (1 << (len(diff) - 1)) - 1
+        for x in sorted({min(max(e + k, dlo), dhi) for e in (q.min, q.max, dlo, dhi, 0)
+                         for k in range(-3, 4)}):
+            ctx.set(diff, x)
+            if ctx.get(sat) != q.saturate(x):
+                mismatches.append(("saturate", x, ctx.get(sat), q.saturate(x)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert mismatches == []
 
 @pytest.mark.parametrize("width, cases, q", [
     # The paper format's update: six kinds of parameters (weights and biases of three layers).

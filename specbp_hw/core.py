@@ -278,6 +278,7 @@ class TrainingCore(wiring.Component):
         r_label = Signal(4)
         r_last = Signal()
         take = Signal()             # the controller takes the loaded sample this cycle
+        load_last = Signal()        # a sample's last beat arrives (r_label is loaded)
         with m.If(take):
             m.d.sync += ready.eq(0)
         next_half = Signal()
@@ -299,6 +300,7 @@ class TrainingCore(wiring.Component):
             m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
             m.d.sync += l_count.eq(l_count + 1)
             with m.If(l_count == rows0 - 1):
+                m.d.comb += load_last.eq(1)
                 m.d.sync += [l_active.eq(0), ready.eq(1), r_slot.eq(l_slot), r_half.eq(l_half),
                              r_label.eq(self.i.payload.label), r_last.eq(self.i.payload.last)]
 
@@ -415,6 +417,20 @@ class TrainingCore(wiring.Component):
                      self.o.payload.kind.eq(kind), self.o.payload.cycles.eq(step_cycles)]
 
         label_in = r_label[:(C - 1).bit_length()]
+        # ``slot_of[label_in]`` and ``valid[label_in]``, kept in registers so that the start
+        # decisions in WAIT begin at flip-flops, not at a lookup among the classes (on the
+        # iCE40 the label through that lookup into the backward engine's stash pixel address
+        # was the critical path). They follow the label that r_label holds in the next cycle
+        # (a sample's last beat loads it) and the entry RESULT writes in this one (forwarded
+        # when it is the label looked up), so they are exact in every cycle.
+        lab_slot = Signal(range(p.slots))
+        lab_valid = Signal()
+        look = Signal.like(label_in)
+        commit = Signal()           # RESULT writes the label table at this edge
+        m.d.comb += look.eq(Mux(load_last, self.i.payload.label[:len(label_in)], label_in))
+        hit = commit & (cur_label == look)
+        m.d.sync += [lab_slot.eq(Mux(hit, cur_slot, slot_of[look])),
+                     lab_valid.eq(hit | valid.bit_select(look, 1))]
         with m.FSM():
             with m.State("WAIT"):
                 # A loader that has claimed a slot but received no beat holds no sample.
@@ -423,20 +439,19 @@ class TrainingCore(wiring.Component):
                 # 3, two cycles after the backward engine is done): idle waits for it.
                 m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~pend
                                          & ~upd.writing)
-                m.d.comb += bwd.slot.eq(Mux(self.schedule == PIPELINED, pend_slot,
-                                            slot_of[label_in]))
+                m.d.comb += bwd.slot.eq(Mux(self.schedule == PIPELINED, pend_slot, lab_slot))
                 with m.If(ready):
                     m.d.comb += take.eq(1)
                     m.d.sync += [cur_slot.eq(r_slot), cur_half.eq(r_half), cur_label.eq(label_in),
                                  cur_last.eq(r_last), cur_sched.eq(self.schedule),
                                  step_cycles.eq(1), fwd_seen.eq(0), bwd_seen.eq(0), fused.eq(0),
-                                 kind.eq(NOT_ATTEMPTED), spec_slot.eq(slot_of[label_in])]
+                                 kind.eq(NOT_ATTEMPTED), spec_slot.eq(lab_slot)]
                     with m.If(self.infer):
                         m.d.comb += start_fwd(stash=0)
                         m.d.sync += kind.eq(INFERENCE)
                         m.next = "INFER"
                     with m.Elif((self.schedule == SPECULATIVE) & (self.threshold != 0)
-                                & valid.bit_select(label_in, 1)):
+                                & lab_valid):
                         m.d.comb += start_fwd()
                         m.d.comb += start_bwd(label_in)
                         m.next = "SPEC"
@@ -494,6 +509,7 @@ class TrainingCore(wiring.Component):
                 with m.If(self.o.ready):
                     with m.If(kind != INFERENCE):
                         # The sample becomes its label's stash entry; the old slot is freed.
+                        m.d.comb += commit.eq(1)
                         m.d.sync += [slot_of[cur_label].eq(cur_slot),
                                      valid.eq(valid | (1 << cur_label))]
                         m.d.comb += free_set.eq(1 << slot_of[cur_label])

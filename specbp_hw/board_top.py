@@ -580,7 +580,7 @@ class BoardTop(wiring.Component):
                                     with m.If(~idle_q):
                                         fail(Status.BUSY)
                                     with m.Else():
-                                        m.d.comb += rst_req.eq(1)      # step_sum too
+                                        m.d.comb += rst_req.eq(1)      # the counter bank too
                                         reply(Status.OK)
                                 elif code == Cmd.UPLOAD:
                                     with m.If(val_bad):

@@ -29,7 +29,7 @@ from .synth_top import add_core
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["BoardTop", "PlatformTop", "RX_FIFO_DEPTH", "crc16_step", "initial_weights",
-           "mul_const", "sample_buffer_rows"]
+           "link_timeout", "mul_const", "sample_buffer_rows", "uart_divisor"]
 
 RX_FIFO_DEPTH = 16      # received bytes buffered while the engine streams or replies
 
@@ -721,6 +721,29 @@ class BoardTop(wiring.Component):
         return m
 
 
+def uart_divisor(freq, baud):
+    """Clock cycles per UART bit for ``baud`` from a ``freq`` Hz clock: the ratio, rounded.
+
+    Raises ValueError (one line) if that is under 4 cycles or the rate it makes is more than
+    2 % from ``baud`` (the receiver samples mid-bit: it tolerates a few percent, ±3 % tested).
+    """
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise ValueError(f"baud must be a positive integer, not {baud!r}")
+    divisor = round(freq / baud)
+    if divisor < 4 or abs(freq / divisor - baud) > 0.02 * baud:
+        raise ValueError(f"{baud} baud cannot be made from a {freq / 1e6:g} MHz clock "
+                         f"(at least 4 cycles a bit, within 2 %)")
+    return divisor
+
+
+def link_timeout(freq, divisor):
+    """:class:`BoardTop`'s ``timeout`` on a board: 1024 byte times of the line or of 115,200
+    baud, whichever is longer (88.9 ms). A USB-serial adapter's gaps inside a frame last
+    milliseconds whatever the baud rate, so a faster line keeps the time, not the byte count
+    (at 115,200 baud this is :class:`BoardTop`'s default)."""
+    return 1024 * 10 * max(divisor, round(freq / 115200))
+
+
 class PlatformTop(Elaboratable):
     """:class:`BoardTop` on an amaranth-boards platform: its first UART and its first LEDs.
 
@@ -743,6 +766,7 @@ class PlatformTop(Elaboratable):
         and activity on LED 1 (green).
     **kwargs
         Passed to :class:`BoardTop` (``init``, ``timeout``, ``result_depth``, ``led_hold``).
+        The default ``timeout`` here is :func:`link_timeout`: about 89 ms at any baud rate.
 
     Members
     -------
@@ -773,10 +797,9 @@ class PlatformTop(Elaboratable):
     def elaborate(self, platform):
         from amaranth.build import ResourceError
         freq = self._clk or platform.default_clk_frequency
-        divisor = round(freq / self._baud)
-        if divisor < 4 or abs(freq / divisor - self._baud) > 0.02 * self._baud:
-            raise ValueError(f"{self._baud} baud cannot be made from a {freq / 1e6:g} MHz clock "
-                             f"(at least 4 cycles a bit, within 2 %)")
+        divisor = uart_divisor(freq, self._baud)
+        kwargs = dict(self._kwargs)
+        kwargs.setdefault("timeout", link_timeout(freq, divisor))
         try:
             uart = platform.request("uart", 0, dir="-")
         except ResourceError:
@@ -786,7 +809,7 @@ class PlatformTop(Elaboratable):
         if self._pll is not None:
             from .synth_top import add_pll_clock
             add_pll_clock(m, platform, self._pll)
-        m.submodules.board = top = self.board = BoardTop(self._params, divisor, **self._kwargs)
+        m.submodules.board = top = self.board = BoardTop(self._params, divisor, **kwargs)
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [top.uart_rx.eq(rx.i), tx.o.eq(top.uart_tx)]

@@ -49,7 +49,7 @@ _UPDATE_MODULE = {"link": "top.board.core.upd", "core": "top.core.upd"}
 # The bitstream tops (--top): description.
 TOPS = {"link": "training core + UART host link",
         "core": "training core alone in the measurement wrapper (no host link)"}
-BAUD = 115200
+BAUD = 115200       # the link's default: a rate every USB-serial bridge makes
 
 # LUT mapping on ECP5 (--lut-mapping). Yosys 0.70's ABC9 (synth_ecp5's default) fails an
 # assertion in its reintegration when a wire `x` and a wider wire `x[i]` both cross the
@@ -202,6 +202,15 @@ def resolve_top(board, top, platform=None):
     return top
 
 
+def check_baud(f_clk, baud):
+    """Refuse a link ``baud`` rate that a ``f_clk`` Hz clock cannot make (BuildError)."""
+    from .board_top import uart_divisor
+    try:
+        uart_divisor(f_clk, baud)
+    except ValueError as e:
+        raise BuildError(f"{e}; choose another --baud") from None
+
+
 def check_lut_mapping(board, lut_mapping):
     """Refuse an unknown ``lut_mapping`` or a choice on a non-ECP5 board (BuildError)."""
     if lut_mapping not in LUT_MAPPINGS:
@@ -227,13 +236,16 @@ def _classic_abc(overrides):
 
 
 def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mode="auto",
-          top="auto", lut_mapping="auto", log=print):
+          top="auto", lut_mapping="auto", baud=BAUD, log=print):
     """Build ``params`` for ``board``; return the report (a dict, see :func:`main`).
 
     ``top`` (see :data:`TOPS` and :func:`resolve_top`): ``link``, the training core behind the
     UART host link (:class:`specbp_hw.board_top.PlatformTop`, starting from the weights of
     seed :data:`INIT_SEED`); ``core``, the core alone in the measurement wrapper
     (:class:`specbp_hw.synth_top.SynthWrapper`); ``auto``, the link where the board has a UART.
+
+    ``baud``: the link's UART rate (``link`` only); the PLL's clock must make it within 2 %
+    with at least 4 cycles a bit (:func:`specbp_hw.board_top.uart_divisor`).
 
     ``lut_mapping`` (ECP5 only, see :data:`LUT_MAPPINGS`): ``abc9``, ``abc`` (the classic ABC),
     or ``auto``: ABC9, and the classic ABC if ABC9 crashes.
@@ -261,12 +273,14 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
         pll = pll_config(family, platform.default_clk_frequency, clock_mhz * 1e6)
     except ValueError as e:     # the PLL cannot make the clock
         raise BuildError(str(e)) from None
+    if top_kind == "link":
+        check_baud(pll["f_out"], baud)
     init = initial_weights(params, seed=INIT_SEED) if top_kind == "link" else None
 
     def make_design():
         # A new design for every plan: an elaborated design cannot be elaborated again.
         if top_kind == "link":
-            return PlatformTop(params, baud=BAUD, pll=pll, init=init)
+            return PlatformTop(params, baud=baud, pll=pll, init=init)
         return SynthWrapper(params, clock_mhz * 1e6, family=family,
                             f_in=platform.default_clk_frequency, led=board.led)
 
@@ -335,7 +349,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
         "board": board.name, "device": board.device.name, "family": family, "preset": preset,
         "layers": list(params.layers), "inputs": params.inputs, "lanes": params.lanes,
         "macs_per_engine": params.block, "top": top_kind,
-        **({"baud": BAUD, "init_seed": INIT_SEED} if top_kind == "link" else {}),
+        **({"baud": baud, "init_seed": INIT_SEED} if top_kind == "link" else {}),
         "target_mhz": clock_mhz, "pll_mhz": round(f_sync / 1e6, 3), "seed": seed,
         "lut_mapping": mapping,
         "lr_multipliers": "logic" if lr_logic else "dsp",
@@ -372,7 +386,8 @@ def format_report(r):
     top = f"  top: {TOPS[r['top']]}"
     if r["top"] == "link":
         top += (f", {r['baud']} baud, initial weights of seed {r['init_seed']} "
-                f"(train with: python -m specbp_hw.host --port PORT)")
+                f"(train with: python -m specbp_hw.host --port PORT"
+                + (f" --baud {r['baud']})" if r["baud"] != BAUD else ")"))
     lines.append(top)
     if r.get("lut_mapping", "abc9") in ("abc", "abc (ABC9 crashed)"):
         lines.append(f"  LUT mapping: {r['lut_mapping']} (the classic ABC, not ABC9)")
@@ -428,6 +443,9 @@ def _parser():
                    "host link (python -m specbp_hw.host trains through it); core, the core "
                    "alone with its ports driven by an LFSR and folded onto an LED (for "
                    "measurement); auto (default), link where the board has a UART")
+    p.add_argument("--baud", type=int, metavar="RATE",
+                   help=f"the host link's UART baud rate (default {BAUD}); the host program "
+                   f"must use the same (python -m specbp_hw.host --baud)")
     p.add_argument("--lut-mapping", choices=LUT_MAPPINGS, default="auto",
                    help="ECP5 LUT mapping: abc9 (synth_ecp5's default), abc (the classic ABC), "
                    "or auto (default): abc9, and abc if Yosys 0.70's ABC9 crashes")
@@ -485,6 +503,17 @@ def main(argv=None):
         params = core_params(preset)
         top = resolve_top(board, args.top)
         check_lut_mapping(board, args.lut_mapping)
+        if args.baud is not None and top != "link":
+            raise BuildError(f"--baud sets the host link's UART, and this build's top is the "
+                             f"core alone ({board.name}: --top {top})")
+        if args.baud is not None and args.baud <= 0:
+            raise BuildError(f"--baud must be a positive rate, not {args.baud}")
+        clock = args.clock or board.clock_mhz
+        if top == "link":
+            from .synth_top import pll_config
+            pll = pll_config(board.device.family, board.platform_class()().default_clk_frequency,
+                             clock * 1e6)
+            check_baud(pll["f_out"], args.baud or BAUD)
         problems = fit_problems(params, board.device, lr_mode=args.lr_multipliers,
                                 link=top == "link")
         if problems and not args.force:
@@ -492,11 +521,10 @@ def main(argv=None):
                                           link=top == "link"))
         for problem in problems:
             print(f"warning (--force): {problem}", file=sys.stderr)
-        clock = args.clock or board.clock_mhz
         out = Path(args.out or Path("build") / board.name)
         report = build(board, params, preset=preset, clock_mhz=clock, seed=args.seed,
                        out_dir=out, pnr=not args.no_pnr, lr_mode=args.lr_multipliers, top=top,
-                       lut_mapping=args.lut_mapping,
+                       lut_mapping=args.lut_mapping, baud=args.baud or BAUD,
                        log=lambda msg: print(msg, file=sys.stderr))
         if args.no_pnr:
             print((out / f"{_NAME}.stat.txt").read_text())

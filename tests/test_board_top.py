@@ -195,7 +195,8 @@ def test_platform_top_maps_uart_and_leds():
 
 @pytest.mark.parametrize("board, f_out, cell", [("ulx3s-25f", 50e6, "EHXPLLL"),
                                                 ("icebreaker", 24e6, "SB_PLL40_PAD")])
-def test_platform_top_runs_from_the_pll(board, f_out, cell):
+@pytest.mark.parametrize("baud", [115200, 3_000_000])
+def test_platform_top_runs_from_the_pll(board, f_out, cell, baud):
     # What `python -m specbp_hw.build` puts in a bitstream: the UART's divisor follows the
     # PLL's output, not the board's oscillator.
     from specbp_hw.board_top import PlatformTop
@@ -204,9 +205,13 @@ def test_platform_top_runs_from_the_pll(board, f_out, cell):
     b = get_board(board)
     platform = b.platform_class()()
     pll = pll_config(b.device.family, platform.default_clk_frequency, f_out)
-    top = PlatformTop(PARAMS, baud=115200, pll=pll)
+    top = PlatformTop(PARAMS, baud=baud, pll=pll)
     plan = platform.prepare(top, name="top")
-    assert top.board.divisor == round(pll["f_out"] / 115200)
+    assert top.board.divisor == round(pll["f_out"] / baud)
+    # The silence timeout is about 89 ms at either rate: 1024 byte times at 115,200 baud
+    # (BoardTop's own default there), not 1024 byte times of a faster line.
+    assert top.board.timeout == 1024 * 10 * round(pll["f_out"] / 115200)
+    assert top.board.timeout / pll["f_out"] == pytest.approx(1024 * 10 / 115200, rel=0.01)
     assert f"cell \\{cell} " in plan.files["top.il"]
     assert "uart_0__rx" in plan.files["top.lpf" if b.device.family == "ecp5" else "top.pcf"]
     # On the ECP5 the core's reset leaves a global buffer (nextpnr routes it on a clock

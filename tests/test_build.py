@@ -198,6 +198,15 @@ def test_cli_unknown_board(capsys, no_build):
     (["--board", "icebreaker", "--preset", "huge"], "error: Unknown preset 'huge'"),
     (["--board", "ulx3s-85f", "--clock", "0"], "error: --clock must be a frequency in MHz"),
     (["--preset", "paper"], "error: --board is required"),
+    (["--board", "icebreaker", "--baud", "20000000"],
+     "error: 20000000 baud cannot be made from a 24 MHz clock (at least 4 cycles a bit, "
+     "within 2 %); choose another --baud"),
+    (["--board", "ulx3s-85f", "--baud", "0"], "error: --baud must be a positive rate, not 0"),
+    (["--board", "orangecrab-25f", "--baud", "1000000"],
+     "error: --baud sets the host link's UART, and this build's top is the core alone "
+     "(orangecrab-25f: --top core)"),
+    (["--board", "ulx3s-85f", "--top", "core", "--baud", "1000000"],
+     "error: --baud sets the host link's UART"),
 ])
 def test_cli_bad_values_one_line(capsys, no_build, argv, message):
     status, out, err = run_cli(capsys, *argv)

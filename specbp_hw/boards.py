@@ -9,6 +9,10 @@ Each board is one TOML file in the repository's ``boards/`` directory (the file 
     clock_mhz = 100                                          # target of the core's clock
     preset = "paper-x2"                                      # a specbp_hw.presets name
     led = ["led", 0]                                         # resource, number[, subsignal]
+    placer = "static"                                        # optional: nextpnr's placer
+
+``placer`` is optional: ``heap`` (the default, nextpnr's own) or ``static``, whichever gave the
+board's builds the better clocks (docs/BUILD.md, nextpnr's placers).
 
 The parts' resources (:data:`DEVICES`) are from the vendors' data sheets (Lattice FPGA-DS-02012
 ECP5 family, FPGA-DS-02008 iCE40 UltraPlus) and match what nextpnr reports as available.
@@ -21,7 +25,9 @@ from pathlib import Path
 
 from .presets import PRESETS
 
-__all__ = ["BOARDS_DIR", "DEVICES", "Device", "Board", "load_boards", "get_board"]
+PLACERS = ("heap", "static")     # nextpnr's placers that a board may choose
+
+__all__ = ["BOARDS_DIR", "DEVICES", "PLACERS", "Device", "Board", "load_boards", "get_board"]
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
 
@@ -76,7 +82,7 @@ DEVICES = {d.name: d for d in [
 
 @dataclass(frozen=True)
 class Board:
-    """One board: its amaranth-boards platform, part, target clock and preset."""
+    """One board: its amaranth-boards platform, part, target clock, preset and placer."""
 
     name: str
     description: str
@@ -85,6 +91,7 @@ class Board:
     clock_mhz: float
     preset: str
     led: tuple
+    placer: str = "heap"
 
     def platform_class(self):
         """Import and return the amaranth-boards platform class."""
@@ -101,18 +108,20 @@ def _load(path):
     keys = {"description", "platform", "device", "clock_mhz", "preset", "led"}
     if missing := keys - d.keys():
         raise ValueError(f"{path}: missing {', '.join(sorted(missing))}")
-    if unknown := d.keys() - keys:
+    if unknown := d.keys() - keys - {"placer"}:
         raise ValueError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     if d["device"] not in DEVICES:
         raise ValueError(f"{path}: unknown device {d['device']!r}; known: "
                          f"{', '.join(DEVICES)}")
     if d["preset"] not in PRESETS:
         raise ValueError(f"{path}: unknown preset {d['preset']!r}")
+    if d.get("placer", "heap") not in PLACERS:
+        raise ValueError(f"{path}: unknown placer {d['placer']!r}; known: {', '.join(PLACERS)}")
     if ":" not in d["platform"]:
         raise ValueError(f"{path}: platform must be 'module:Class', not {d['platform']!r}")
     return Board(name=path.stem, description=d["description"], platform=d["platform"],
                  device=DEVICES[d["device"]], clock_mhz=float(d["clock_mhz"]),
-                 preset=d["preset"], led=tuple(d["led"]))
+                 preset=d["preset"], led=tuple(d["led"]), placer=d.get("placer", "heap"))
 
 
 def load_boards(directory=BOARDS_DIR):

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .boards import get_board, load_boards
+from .boards import PLACERS, get_board, load_boards
 from .cycles import CycleModel
 from .fit import estimate, fit_problems, lr_in_logic
 from .presets import PRESETS, core_params
@@ -236,7 +236,7 @@ def _classic_abc(overrides):
 
 
 def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mode="auto",
-          top="auto", lut_mapping="auto", baud=BAUD, log=print):
+          top="auto", lut_mapping="auto", baud=BAUD, placer=None, log=print):
     """Build ``params`` for ``board``; return the report (a dict, see :func:`main`).
 
     ``top`` (see :data:`TOPS` and :func:`resolve_top`): ``link``, the training core behind the
@@ -246,6 +246,8 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
 
     ``baud``: the link's UART rate (``link`` only); the PLL's clock must make it within 2 %
     with at least 4 cycles a bit (:func:`specbp_hw.board_top.uart_divisor`).
+
+    ``placer``: nextpnr's placer (:data:`PLACERS`); None for the board's.
 
     ``lut_mapping`` (ECP5 only, see :data:`LUT_MAPPINGS`): ``abc9``, ``abc`` (the classic ABC),
     or ``auto``: ABC9, and the classic ABC if ABC9 crashes.
@@ -264,6 +266,9 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
 
     family = board.device.family
     check_lut_mapping(board, lut_mapping)
+    placer = placer or board.placer
+    if placer not in PLACERS:
+        raise BuildError(f"unknown placer {placer!r}; choose from {', '.join(PLACERS)}")
     platform = board.platform_class()()
     top_kind = resolve_top(board, top, platform)
     out_dir = Path(out_dir)
@@ -289,7 +294,8 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
         # Yosys' statistics of the mapped design; `tee -q` keeps them out of the log only.
         "script_after_synth": f"tee -q -o {_NAME}.stat.json stat -json\n"
                               f"tee -q -o {_NAME}.stat.txt stat",
-        "nextpnr_opts": f"--report {_NAME}.report.json --timing-allow-fail --seed {seed}",
+        "nextpnr_opts": f"--report {_NAME}.report.json --timing-allow-fail --seed {seed} "
+                        f"--placer {placer}",
     }
     if family == "ice40":
         overrides["synth_opts"] = "-dsp -spram"
@@ -351,6 +357,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
         "macs_per_engine": params.block, "top": top_kind,
         **({"baud": baud, "init_seed": INIT_SEED} if top_kind == "link" else {}),
         "target_mhz": clock_mhz, "pll_mhz": round(f_sync / 1e6, 3), "seed": seed,
+        "placer": placer,
         "lut_mapping": mapping,
         "lr_multipliers": "logic" if lr_logic else "dsp",
         "estimate": {k: v for k, v in
@@ -397,7 +404,8 @@ def format_report(r):
                          f"({100 * u['used'] / u['available']:5.1f}%)  {u['resource']}")
         met = "met" if r["timing_met"] else "NOT met"
         lines.append(f"  Fmax {r['fmax_mhz']:.2f} MHz against {r['clock_constraint_mhz']:g} MHz "
-                     f"(target {r['target_mhz']:g}): timing {met}")
+                     f"(target {r['target_mhz']:g}; nextpnr seed {r['seed']}, placer "
+                     f"{r['placer']}): timing {met}")
         if "critical_path" in r:
             cp = r["critical_path"]
             lines.append(f"  critical path {cp['delay_ns']} ns, {cp['logic_levels']} logic "
@@ -429,6 +437,8 @@ def _parser():
     p.add_argument("--clock", type=float, metavar="MHZ", help="target clock in MHz "
                    "(default: the board's)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--placer", choices=PLACERS, help="nextpnr's placer (default: the "
+                   "board's, see --list)")
     p.add_argument("--out", metavar="DIR", help="build directory (default build/BOARD)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--verilog", metavar="FILE", help="write the core (preset of --preset or "
@@ -455,10 +465,11 @@ def _parser():
 
 def _list_boards():
     boards = load_boards()
-    print(f"{'board':16s} {'device':10s} {'preset':10s} {'top':5s} {'clock':>9s}  description")
+    print(f"{'board':16s} {'device':10s} {'preset':10s} {'top':5s} {'clock':>9s} {'placer':6s}  "
+          f"description")
     for b in boards.values():
         print(f"{b.name:16s} {b.device.name:10s} {b.preset:10s} {resolve_top(b, 'auto'):5s} "
-              f"{b.clock_mhz:>5g} MHz  {b.description}")
+              f"{b.clock_mhz:>5g} MHz {b.placer:6s}  {b.description}")
     print("tops: " + "; ".join(f"{n}: {d}" for n, d in TOPS.items()))
     print("presets: " + "; ".join(f"{n}: {p.description}" for n, p in PRESETS.items()))
 
@@ -525,6 +536,7 @@ def main(argv=None):
         report = build(board, params, preset=preset, clock_mhz=clock, seed=args.seed,
                        out_dir=out, pnr=not args.no_pnr, lr_mode=args.lr_multipliers, top=top,
                        lut_mapping=args.lut_mapping, baud=args.baud or BAUD,
+                       placer=args.placer,
                        log=lambda msg: print(msg, file=sys.stderr))
         if args.no_pnr:
             print((out / f"{_NAME}.stat.txt").read_text())

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from specbp_hw import build as build_mod
-from specbp_hw.boards import DEVICES, get_board, load_boards
+from specbp_hw.boards import BOARDS_DIR, DEVICES, get_board, load_boards
 from specbp_hw.fit import (bram_blocks, core_memories, dsps_per_multiplier, estimate,
                            fit_problems, link_memories, lr_in_logic)
 from specbp_hw.presets import PRESETS, core_params
@@ -38,6 +38,19 @@ def test_boards_load_and_their_presets_fit():
         assert fit_problems(core_params(board.preset), board.device) == [], board.name
         assert fit_problems(core_params(board.preset), board.device, link=True) == [], \
             board.name
+
+
+def test_board_file_placer(tmp_path):
+    # A board file may choose nextpnr's placer; heap (nextpnr's default) without one.
+    text = (BOARDS_DIR / "ulx3s-25f.toml").read_text()
+    lines = [x for x in text.splitlines() if not x.startswith("placer")]
+    (tmp_path / "plain.toml").write_text("\n".join(lines) + "\n")
+    (tmp_path / "fast.toml").write_text("\n".join(lines) + '\nplacer = "static"\n')
+    boards = load_boards(tmp_path)
+    assert (boards["plain"].placer, boards["fast"].placer) == ("heap", "static")
+    (tmp_path / "bad.toml").write_text("\n".join(lines) + '\nplacer = "sa"\n')
+    with pytest.raises(ValueError, match=r"bad.toml: unknown placer 'sa'; known: heap, static$"):
+        load_boards(tmp_path)
 
 
 def test_unknown_board_lists_known_boards():
@@ -161,6 +174,29 @@ def test_lr_products_in_logic_name_the_update_module_of_either_top(top, tmp_path
     assert f"module \\{module}\n" in (tmp_path / "top.il").read_text()
 
 
+@pytest.mark.parametrize("board, placer, expect", [
+    ("ulx3s-25f", None, get_board("ulx3s-25f").placer), ("ulx3s-25f", "heap", "heap"),
+    ("ulx3s-25f", "static", "static"), ("icebreaker", None, get_board("icebreaker").placer),
+    ("icebreaker", "static", "static"),
+])
+def test_placer_reaches_nextpnr(board, placer, expect, tmp_path, monkeypatch):
+    # The tools are replaced: the test reads nextpnr's command line from the build script.
+    monkeypatch.setattr(build_mod, "run_plan_commands", lambda *a, **k: {"yosys": 1.0})
+    monkeypatch.setattr(build_mod, "_yosys_cells", lambda build_dir: {})
+    b = get_board(board)
+    r = build_mod.build(b, core_params("pool7"), preset="pool7", clock_mhz=b.clock_mhz,
+                        out_dir=tmp_path, pnr=False, top="core", placer=placer,
+                        log=lambda m: None)
+    (line,) = [x for x in (tmp_path / "build_top.sh").read_text().splitlines()
+               if x.startswith(f'"$NEXTPNR_{b.device.family.upper()}"')]
+    assert f" --placer {expect} " in line and r["placer"] == expect
+    with pytest.raises(build_mod.BuildError, match="unknown placer 'sa'; choose from heap, "
+                                                   "static$"):
+        build_mod.build(b, core_params("pool7"), preset="pool7", clock_mhz=b.clock_mhz,
+                        out_dir=tmp_path, pnr=False, top="core", placer="sa",
+                        log=lambda m: None)
+
+
 @pytest.fixture
 def no_build(monkeypatch):
     """Fail the test if it would start the tools."""
@@ -219,6 +255,8 @@ def test_cli_bad_argument_types(capsys, no_build):
     assert status == 2 and "invalid float value: 'fast'" in err
     status, _, err = run_cli(capsys, "--board", "ulx3s-85f", "--lr-multipliers", "lut")
     assert status == 2 and "invalid choice" in err
+    status, _, err = run_cli(capsys, "--board", "ulx3s-85f", "--placer", "sa")
+    assert status == 2 and "invalid choice: 'sa'" in err
 
 
 def test_cli_list(capsys):

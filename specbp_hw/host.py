@@ -405,7 +405,8 @@ def _build_parser():
         description="Train on a board running the specbp_hw bitstream over its serial link and "
                     "report, per schedule, the board's counters and test accuracy.")
     p.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0)")
-    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    p.add_argument("--baud", type=int, default=115200, help="baud rate: the bitstream's "
+                   "(python -m specbp_hw.build --baud; default 115200)")
     p.add_argument("--timeout", type=float, default=2.0,
                    help="seconds to wait for a reply (default 2)")
     p.add_argument("--data", default=None, help="MNIST directory (default: see specbp_hw.data)")

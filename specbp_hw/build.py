@@ -245,7 +245,8 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     (:class:`specbp_hw.synth_top.SynthWrapper`); ``auto``, the link where the board has a UART.
 
     ``baud``: the link's UART rate (``link`` only); the PLL's clock must make it within 2 %
-    with at least 4 cycles a bit (:func:`specbp_hw.board_top.uart_divisor`).
+    with at least 4 cycles a bit (:func:`specbp_hw.board_top.uart_divisor`; :func:`main`
+    checks before any tool, as does the elaboration here).
 
     ``placer``: nextpnr's placer (:data:`PLACERS`); None for the board's.
 
@@ -278,8 +279,6 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
         pll = pll_config(family, platform.default_clk_frequency, clock_mhz * 1e6)
     except ValueError as e:     # the PLL cannot make the clock
         raise BuildError(str(e)) from None
-    if top_kind == "link":
-        check_baud(pll["f_out"], baud)
     init = initial_weights(params, seed=INIT_SEED) if top_kind == "link" else None
 
     def make_design():

@@ -345,7 +345,7 @@ class BoardTop(wiring.Component):
                         zext(r_len, 16)[8:]])
         # The INFO bytes in a ROM (Yosys builds it in logic, smaller than a byte multiplexer),
         # read with the reply's byte index, which holds still from R_SEND until the next R_PICK
-        # (R_GAP, R_GAP2 between).
+        # (R_GAP, R_GAP2, R_SEL between).
         m.submodules.info_rom = info_rom = memory.Memory(shape=8, depth=len(info),
                                                          init=list(info))
         info_rd = info_rom.read_port()
@@ -355,26 +355,34 @@ class BoardTop(wiring.Component):
                           zext(batch, 8), zext(threshold, 32), zext(results.level, 8),
                           zext(inflight, 8), last_error, bad_frames, junk, uart_errors)
         assert len(status_word) == 8 * STATUS_BYTES
+        # The reply's byte is chosen in two registered stages. First, each source's byte is
+        # selected next to the source, every cycle, into its own register; then R_PICK
+        # chooses among those registers into ``tx_byte``. As one multiplexer from the byte
+        # index to ``tx_byte`` it reached over the whole die: on the 85F it was the critical
+        # path of ``paper-x4`` (18.6 ns, 16.1 of it routing, 1a2cf03) and of a ``paper-x2``
+        # seed. The stage's inputs hold still from R_GAP (the index, the counter latched in
+        # R_GAP2, the weight word from R_SEL on), so its registers are right in R_PICK.
+        src_bytes = {
+            SRC_INFO: info_rd.data,
+            SRC_STATUS: status_word.word_select(r_idx[:4], 8),
+            SRC_COUNTERS: bank.rd_value.word_select(r_sub[:3], 8),
+            SRC_LEVEL: results.level,
+            SRC_RESULTS: Mux(r_idx == 0, r_count, res_bytes.word_select(r_sub[:3], 8)),
+            SRC_WEIGHTS: rb_bytes.word_select(r_sub[:max(1, (word_bytes - 1).bit_length())], 8),
+        }
+        src_q = {src: Signal(8, name=f"src{src}_q") for src in src_bytes}
+        header_q = Signal(8)
+        m.d.sync += [src_q[src].eq(value) for src, value in src_bytes.items()]
+        m.d.sync += header_q.eq(header[r_idx[:3]])
         pay_byte = Signal(8)
         with m.Switch(r_src):
-            with m.Case(SRC_INFO):
-                m.d.comb += pay_byte.eq(info_rd.data)
-            with m.Case(SRC_STATUS):
-                m.d.comb += pay_byte.eq(status_word.word_select(r_idx[:4], 8))
-            with m.Case(SRC_COUNTERS):
-                m.d.comb += pay_byte.eq(bank.rd_value.word_select(r_sub[:3], 8))
-            with m.Case(SRC_LEVEL):
-                m.d.comb += pay_byte.eq(results.level)
-            with m.Case(SRC_RESULTS):
-                m.d.comb += pay_byte.eq(Mux(r_idx == 0, r_count,
-                                            res_bytes.word_select(r_sub[:3], 8)))
-            with m.Case(SRC_WEIGHTS):
-                m.d.comb += pay_byte.eq(rb_bytes.word_select(
-                    r_sub[:max(1, (word_bytes - 1).bit_length())], 8))
+            for src in src_q:
+                with m.Case(src):
+                    m.d.comb += pay_byte.eq(src_q[src])
         next_byte = Signal(8)
         with m.Switch(r_part):
             with m.Case(0):
-                m.d.comb += next_byte.eq(header[r_idx[:3]])
+                m.d.comb += next_byte.eq(header_q)
             with m.Case(1):
                 m.d.comb += next_byte.eq(pay_byte)
             with m.Case(2):
@@ -395,7 +403,7 @@ class BoardTop(wiring.Component):
                          r_len.eq(go_len), r_part.eq(0), r_idx.eq(0), r_sub.eq(0),
                          r_crc.eq(0xFFFF)]
         # The error bookkeeping follows from the registered status, a cycle later (the reply's
-        # first byte leaves after R_GAP, R_GAP2 and R_PICK, so STATUS never sees it stale).
+        # first byte leaves after R_GAP, R_GAP2, R_SEL and R_PICK, so STATUS never sees it stale).
         with m.If(went):
             # A refusal while busy is flow control, not an error: the frame itself was good.
             with m.If(r_status == Status.OK):
@@ -413,7 +421,7 @@ class BoardTop(wiring.Component):
             reply(status)
 
         # The reply's last payload byte, ``r_idx == r_len - 1``, registered: the index changes
-        # only in R_SEND, three states (R_GAP, R_GAP2, R_PICK) before R_SEND tests it again.
+        # only in R_SEND, four states (R_GAP, R_GAP2, R_SEL, R_PICK) before R_SEND tests it again.
         # (On the iCE40 the subtraction and the compare, in the logic of r_idx's and r_part's
         # next values, were the critical path, 40.7 ns at 4d0b236.)
         r_at_end = Signal()
@@ -660,8 +668,9 @@ class BoardTop(wiring.Component):
                     m.next = "LW_READ"
 
             # Reply, one byte at a time. R_GAP and R_GAP2 let a new weight address reach the
-            # memory (R_GAP) and its word reach ``rb_q`` (R_GAP2), and latch a counter; R_PICK
-            # registers the byte; R_SEND hands it to the UART and adds it to the CRC.
+            # memory (R_GAP) and its word reach ``rb_q`` (R_GAP2), and latch a counter; R_SEL
+            # lets the sources' bytes reach their registers (``src_q``); R_PICK registers the
+            # byte; R_SEND hands it to the UART and adds it to the CRC.
             with m.State("R_GAP"):
                 m.next = "R_GAP2"
             with m.State("R_GAP2"):
@@ -671,15 +680,18 @@ class BoardTop(wiring.Component):
                 with m.If((r_src == SRC_COUNTERS) & (r_sub == 0)):
                     m.d.comb += bank.rd_req.eq(1)
                     with m.If(bank.rd_valid):
-                        m.next = "R_PICK"
+                        m.next = "R_SEL"
                 with m.Else():
-                    m.next = "R_PICK"
-            with m.State("R_PICK"):
-                # After a pop, the result buffer's next entry takes a cycle or two to appear.
+                    m.next = "R_SEL"
+            with m.State("R_SEL"):
+                # After a pop, the result buffer's next entry takes a cycle or two to appear;
+                # the cycle it is there, its byte goes into its register.
                 with m.If(~((r_part == 1) & (r_src == SRC_RESULTS) & (r_idx != 0)
                             & ~results.r_rdy)):
-                    m.d.sync += [tx_byte.eq(next_byte), tx_valid.eq(1)]
-                    m.next = "R_SEND"
+                    m.next = "R_PICK"
+            with m.State("R_PICK"):
+                m.d.sync += [tx_byte.eq(next_byte), tx_valid.eq(1)]
+                m.next = "R_SEND"
             with m.State("R_SEND"):
                 with m.If(tx.i.ready):
                     m.d.sync += [tx_valid.eq(0), r_idx.eq(r_idx + 1)]

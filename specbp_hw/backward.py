@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arith import narrow_scaled, tree_sum
 from .params import LANE_GROUP, CoreParams, addr_width, lookahead, next_loader
+from .replica import replicate
 
 __all__ = ["BackwardEngine"]
 
@@ -279,11 +280,16 @@ class BackwardEngine(wiring.Component):
         # the accumulators are cleared in the same write: no separate update sweep.
         # Subtracting is adding the complement and a carry in: one adder, not an adder, a
         # subtracter and a choice between them (Yosys makes the 1-bit term its carry input).
+        # Every lane has its own copies of ``negate`` and ``fuse`` (replicate), loaded a cycle
+        # after the pass's start sets them: the first read-modify-write of a pass comes at
+        # least three cycles after its start, and the previous pass's last one before it.
         m.d.comb += [self.g_wr.addr.eq(addr2), self.g_wr.en.eq(v2 & mode_grad)]
+        lane_negate = replicate(m, "negate", negate, K * N)
+        lane_fuse = replicate(m, "fuse", fuse, K * N)
         for i in range(K * N):
-            term = Mux(negate, ~prod[i], prod[i])
-            m.d.comb += self.fu_g[i].eq(gdat2[i] + term + negate)
-            m.d.comb += self.g_wr.data[i].eq(Mux(fuse, 0, self.fu_g[i]))
+            term = Mux(lane_negate[i], ~prod[i], prod[i])
+            m.d.comb += self.fu_g[i].eq(gdat2[i] + term + lane_negate[i])
+            m.d.comb += self.g_wr.data[i].eq(Mux(lane_fuse[i], 0, self.fu_g[i]))
         m.d.comb += [
             self.fu_valid.eq(v2 & mode_grad & fuse), self.fu_addr.eq(addr2),
             self.fu_kind.eq(2 * layer2 + bias2),

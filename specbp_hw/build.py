@@ -27,6 +27,7 @@ from .boards import PLACERS, get_board, load_boards
 from .cycles import CycleModel
 from .fit import estimate, fit_problems, lr_in_logic
 from .presets import PRESETS, core_params
+from .replica import YOSYS_FLATTEN, YOSYS_KEEP
 from .toolchain import ToolError, run_plan_commands, yowasp_command
 
 __all__ = ["main", "build", "parse_report", "suggest_preset", "EPOCH_SAMPLES"]
@@ -221,17 +222,26 @@ def check_lut_mapping(board, lut_mapping):
                          f"{board.device.family})")
 
 
-def _classic_abc(overrides):
-    """The Yosys overrides of an ECP5 build with the classic ABC in place of ABC9: synthesis
-    up to the LUT mapping, then synth_ecp5's own steps around it with ``abc`` (LUT4 and the
-    PFU multiplexers' wider LUTs, as synth_ecp5 did before ABC9)."""
+def _ecp5_synthesis(overrides, mapping):
+    """The Yosys overrides of an ECP5 build: synthesis up to the LUT mapping with the
+    replicated registers' modules kept apart (:mod:`specbp_hw.replica`), then the netlist
+    flattened, then the LUT mapping, ``abc9`` (synth_ecp5's own) or ``abc`` (the classic ABC:
+    LUT4 and the PFU multiplexers' wider LUTs, as synth_ecp5 did before ABC9), and the cell
+    mapping. No pass that merges identical cells runs after the flattening."""
+    if mapping == "abc":
+        lut_mapping = ("techmap -map +/lattice/latches_map.v\n"
+                       "abc -lut 4:7 -dress\n"
+                       "clean\n"
+                       f"synth_ecp5 -run map_cells: -top {_NAME}\n")
+    else:
+        lut_mapping = f"synth_ecp5 -run map_luts: -top {_NAME}\n"
     out = dict(overrides)
     out["synth_opts"] = "-run :map_luts"
-    out["script_after_synth"] = (f"techmap -map +/lattice/latches_map.v\n"
-                                 f"abc -lut 4:7 -dress\n"
-                                 f"clean\n"
-                                 f"synth_ecp5 -run map_cells: -top {_NAME}\n"
-                                 + overrides["script_after_synth"])
+    out["script_after_read"] = "\n".join(
+        filter(None, [overrides.get("script_after_read"), YOSYS_KEEP]))
+    out["script_after_synth"] = (f"setattr -mod -unset keep_hierarchy *\n"
+                                 f"{YOSYS_FLATTEN}\n"
+                                 + lut_mapping + overrides["script_after_synth"])
     return out
 
 
@@ -320,7 +330,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
 
     mapping = ("abc" if lut_mapping == "abc" else "abc9" if family == "ecp5"
                else "synth_ice40 default")
-    extract(_classic_abc(overrides) if mapping == "abc" else overrides)
+    extract(_ecp5_synthesis(overrides, mapping) if family == "ecp5" else overrides)
     # `booth` on a module that does not exist does nothing: check the name.
     if lr_logic and f"module \\{upd_module}\n" not in (out_dir / f"{_NAME}.il").read_text():
         raise BuildError(f"the update engine is not the RTLIL module {upd_module}: the "
@@ -346,7 +356,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
             "mapping the LUTs with the classic ABC instead")
         crashed_s = time.monotonic() - t0 - prepare_s
         mapping = "abc (ABC9 crashed)"
-        extract(_classic_abc(overrides))
+        extract(_ecp5_synthesis(overrides, "abc"))
         times = {"yosys (ABC9, crashed)": crashed_s,
                  **run_plan_commands(out_dir, _NAME, stop_after=stop_after, expect=expect,
                                      log=log)}

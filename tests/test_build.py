@@ -9,6 +9,7 @@ from specbp_hw.boards import BOARDS_DIR, DEVICES, get_board, load_boards
 from specbp_hw.fit import (bram_blocks, core_memories, dsps_per_multiplier, estimate,
                            fit_problems, link_memories, lr_in_logic)
 from specbp_hw.presets import PRESETS, core_params
+from specbp_hw.replica import YOSYS_KEEP
 from specbp_hw.synth_top import ecp5_pll, ice40_pll
 from specbp_hw.toolchain import ToolError, yowasp_command
 
@@ -332,13 +333,16 @@ def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
     r = build_mod.build(board, params, preset="pool7", clock_mhz=50, out_dir=tmp_path,
                         pnr=False, top="core", log=lambda msg: None)
     assert r["lut_mapping"] == "abc (ABC9 crashed)" and len(scripts) == 2
-    assert "synth_ecp5  -top top" in scripts[0] or "synth_ecp5 -top top" in scripts[0]
-    # Both runs hide the array elements' wire names (`x[i]` beside `x`) before synthesis.
+    assert "synth_ecp5 -run map_luts: -top top" in scripts[0]
+    # Both runs hide the array elements' wire names (`x[i]` beside `x`) and keep the
+    # replicated registers apart before synthesis, and flatten before the LUT mapping.
     for script in scripts:
         assert script.index("rename -hide w:*]") < script.index("synth_ecp5")
-    for step in ("synth_ecp5 -run :map_luts -top top", "abc -lut 4:7",
-                 "synth_ecp5 -run map_cells: -top top", "stat -json"):
-        assert step in scripts[1]
+        assert script.index(YOSYS_KEEP) < script.index("synth_ecp5 -run :map_luts -top top")
+        assert (script.index("synth_ecp5 -run :map_luts -top top")
+                < script.index("\nflatten\n") < script.index("stat -json"))
+    for step in ("abc -lut 4:7", "synth_ecp5 -run map_cells: -top top"):
+        assert step in scripts[1] and step not in scripts[0]
     assert "yosys (ABC9, crashed)" in r["build_seconds"]
     # Asked for ABC9 only, the crash is the error.
     with pytest.raises(build_mod.ToolError, match="GetSize"):

@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arith import narrow_leaky, tree_sum
 from .params import CoreParams, addr_width, lookahead
+from .replica import replicate
 from .softmax import Softmax
 
 __all__ = ["ForwardEngine"]
@@ -183,11 +184,24 @@ class ForwardEngine(wiring.Component):
             for n in range(N):
                 m.d.sync += prod[k * N + n].eq(x1[k] * w1[k * N + n])
 
+        # The registers that steer every lane's accumulator and narrowing have a copy per lane
+        # (replicate), loaded as the register is: the valid and first-row bits of stage 2 and
+        # the valid bit and column of stage 3. The layer's tests are copied a cycle late: the
+        # layer changes only while the pipeline is empty, at least three cycles before the
+        # next stage 3.
+        lane_v2 = replicate(m, "v2", v1, N)
+        lane_first2 = replicate(m, "first2", first1, N)
+        lane_v3 = replicate(m, "v3", v2 & last2, N)
+        lane_col3 = replicate(m, "col3", col2, N)
+        lane_layer = replicate(m, "layer", layer, N)
+        lane_layer0 = replicate(m, "layer0", layer == 0, N)
+        lane_hidden = replicate(m, "hidden", layer != L - 1, N)
+
         # Stage 2 -> 3: accumulate over rows.
-        with m.If(v2):
-            for n in range(N):
+        for n in range(N):
+            with m.If(lane_v2[n]):
                 total = tree_sum(prod[k * N + n] for k in range(K))
-                m.d.sync += acc[n].eq(Mux(first2, 0, acc[n]) + total)
+                m.d.sync += acc[n].eq(Mux(lane_first2[n], 0, acc[n]) + total)
 
         # Stage 3: narrow (round to nearest, saturate), leaky ReLU; the block goes to the local
         # activations (or logits) at once and to the stash a cycle later.
@@ -205,9 +219,9 @@ class ForwardEngine(wiring.Component):
         extra = max(0, 1 - max(shifts))
         s = max(shifts) + extra
         for n in range(N):
-            with m.If(v3):
+            with m.If(lane_v3[n]):
                 aligned = Signal(signed(acc_width + abs(d) + extra), name=f"aligned{n}")
-                m.d.comb += aligned.eq(Mux(layer == 0, acc[n] << (max(0, -d) + extra),
+                m.d.comb += aligned.eq(Mux(lane_layer0[n], acc[n] << (max(0, -d) + extra),
                                            acc[n] << (max(0, d) + extra)))
                 z_n, a_n = narrow_leaky(m, aligned, s, fmt.act, fmt.leak_shift, f"narrow{n}")
                 m.d.comb += [z[n].eq(z_n), a[n].eq(a_n)]
@@ -222,19 +236,20 @@ class ForwardEngine(wiring.Component):
         with m.If(v4):
             m.d.comb += [self.act_wr.addr.eq(wr_addr4), self.act_wr.data.eq(wr_data4),
                          self.act_wr.en.eq(1)]
-        with m.If(v3):
-            with m.If(hidden_out):
-                m.d.sync += [wr_addr4.eq(a_base + act_base[layer] + col3), wr_data4.eq(a)]
-                for l in range(L - 1):
-                    with m.If(layer == l):
-                        for c in range(p.cols(l)):
-                            with m.If(col3 == c):
-                                for n in range(N):
+        with m.If(v3 & hidden_out):
+            m.d.sync += wr_addr4.eq(a_base + act_base[layer] + col3)
+        for n in range(N):
+            with m.If(lane_v3[n]):
+                with m.If(lane_hidden[n]):
+                    m.d.sync += wr_data4[n].eq(a[n])
+                    for l in range(L - 1):
+                        with m.If(lane_layer[n] == l):
+                            for c in range(p.cols(l)):
+                                with m.If(lane_col3[n] == c):
                                     m.d.sync += acts[l][c * N + n].eq(a[n])
-            with m.Else():
-                for c in range(p.cols(L - 1)):
-                    with m.If(col3 == c):
-                        for n in range(N):
+                with m.Else():
+                    for c in range(p.cols(L - 1)):
+                        with m.If(lane_col3[n] == c):
                             m.d.sync += logits[c * N + n].eq(z[n])
 
         # The next layer may issue from the cycle after the last block's write (stage 3): its

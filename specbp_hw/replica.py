@@ -11,10 +11,11 @@ replication costs flip-flops and no cycle.
 
 Yosys merges identical flip-flops (``opt_merge``), ``keep`` on the signals or not. Each copy
 is therefore a submodule of its own, :class:`Replica`, whose module name ends in
-``_replica<i>``: the board flow marks those modules ``keep_hierarchy`` before synthesis
-(:data:`YOSYS_KEEP`), so that no pass sees two copies in one module, and flattens the netlist
-after synthesis (:data:`YOSYS_FLATTEN`), when no pass that merges cells runs any more.
-Simulation flattens as usual: a copy is a plain register.
+``_replica<i>``: the ECP5 board flow (:mod:`specbp_hw.build`) marks those modules
+``keep_hierarchy`` before synthesis (:data:`YOSYS_KEEP`), so that no pass sees two copies in
+one module, and flattens the netlist before the LUT mapping (:data:`YOSYS_FLATTEN`), after
+which no pass that merges cells runs. Elsewhere (the iCE40 flow, the Verilog export, the
+simulators) the copies are plain registers, which a synthesis tool may merge again.
 """
 
 from amaranth.hdl import *
@@ -23,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["Replica", "replicate", "YOSYS_KEEP", "YOSYS_FLATTEN"]
 
-# The board flow's Yosys commands: before synthesis (after reading the design) and after it.
+# The ECP5 flow's Yosys commands: before synthesis, and before the LUT mapping.
 YOSYS_KEEP = "setattr -mod -set keep_hierarchy 1 *_replica*"
 YOSYS_FLATTEN = "flatten"
 

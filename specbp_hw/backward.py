@@ -191,8 +191,32 @@ class BackwardEngine(wiring.Component):
         def x_prime(first):
             # ``xaddr`` and ``xcol`` for the first gradient issue in the next cycle.
             m.d.sync += [xaddr.eq(first + r2), xcol.eq(2 % c0)]
+        # The gradient sweep's inputs in the layers after the first come from a shift register
+        # ``hin``, not from a choice among the layer's activations by the row counter (the
+        # 85F's critical path at d353efe and at 11fcc13: ``row`` through that choice into
+        # ``op_a``). In layer 0 it loads the activations of layer 1's input, then the bias
+        # row's inputs (1, then zeros); each row of a later layer shifts it by K at its last
+        # column block, and the bias row loads the next layer's. So ``hin[k]`` is input k of
+        # the row being issued.
+        hin_len = max(p.layers[l] for l in range(1, L)) + K
+        hin = Signal(data.ArrayLayout(signed(p.input_width), hin_len))
+
+        def hin_load(l):
+            values = [*acts[l - 1], 1, *([0] * (hin_len - p.layers[l] - 1))]
+            return [hin[j].eq(v) for j, v in enumerate(values)]
+
+        with m.If(layer == 0):
+            m.d.sync += hin_load(1)
+        with m.Elif(issuing & (col == cols[layer] - 1)):
+            with m.If(row == rows[layer]):
+                for l in range(1, L - 1):
+                    with m.If(layer == l):
+                        m.d.sync += hin_load(l + 1)
+            with m.Else():
+                m.d.sync += [hin[j].eq(hin[j + K]) for j in range(hin_len - K)]
+
         # Stage 0 -> 1: the operands. In the gradient phase every lane of input k multiplies
-        # ``a_k``: a stash pixel (layer 0) or a local activation, 1 on the bias row.
+        # ``a_k``: a stash pixel (layer 0) or a local activation (``hin``), 1 on the bias row.
         with m.If(issuing):
             for l in range(L):
                 with m.If(layer == l):
@@ -203,11 +227,8 @@ class BackwardEngine(wiring.Component):
                 a_k = Signal(signed(p.input_width), name=f"a{k}")
                 with m.If(layer == 0):
                     m.d.comb += a_k.eq(Mux(row == p.rows(0), 1 if k == 0 else 0, x_q[k]))
-                for l in range(1, L):
-                    with m.If(layer == l):
-                        choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
-                        m.d.comb += a_k.eq(Mux(row == p.rows(l), 1 if k == 0 else 0,
-                                               choices[row]))
+                with m.Else():
+                    m.d.comb += a_k.eq(hin[k])
                 for n in range(N):
                     m.d.sync += op_a[k * N + n].eq(Mux(mode_grad, a_k,
                                                        self.w_rd.data[k * N + n]))

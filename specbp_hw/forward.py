@@ -123,6 +123,7 @@ class ForwardEngine(wiring.Component):
         # a table indexed by it (the next layer's base and the last-layer test are registers
         # too: the critical path at 6556229).
         row_end = Signal()                  # row == rows[layer]: the bias row
+        row0 = Signal()                     # row == 0
         col_end = Signal()                  # col == cols[layer] - 1: the layer's last block
         addr_row = Signal.like(addr)        # addr + cols[layer]: the block's next row
         addr_col = Signal.like(addr)        # base[layer] + col + 1: the next block's first row
@@ -135,7 +136,8 @@ class ForwardEngine(wiring.Component):
 
         def enter_layer(l):
             # The counters' registers for the first row of layer l's first block.
-            return [row_end.eq(0), col_end.eq(first_col_end[l]), addr_row.eq(first_addr_row[l]),
+            return [row_end.eq(0), row0.eq(1), col_end.eq(first_col_end[l]),
+                    addr_row.eq(first_addr_row[l]),
                     addr_col.eq(first_addr_col[l]), addr_next.eq(next_base[l]),
                     last_layer.eq(l == L - 1)]
 
@@ -159,7 +161,14 @@ class ForwardEngine(wiring.Component):
         ]
 
         # Stage 0 -> 1: the operands. The inputs come from the input buffer's word (layer 0) or
-        # the local activations (hidden layers); the bias row's input is 1.
+        # the local activations (hidden layers); the bias row's input is 1. A hidden layer's
+        # first row takes its inputs from the activations, each at a fixed index, and the
+        # other rows from a shift register ``hin`` that the first row loads with the rest
+        # and each row shifts by K: no choice among the activations by the row counter (the
+        # 85F netlist at commit 771abc5 had the row counter into ``x1`` 8th in benchmarks/
+        # path_estimate.py, 11.7 ns).
+        hin_len = max(p.layers[l] for l in range(1, L)) - K
+        hin = Signal(data.ArrayLayout(signed(fmt.act.width), max(hin_len, 1)))
         with m.If(issuing):
             m.d.sync += w1.eq(self.w_rd.data)
             for k in range(K):
@@ -169,12 +178,20 @@ class ForwardEngine(wiring.Component):
                                          self.x_rd.data[k]))
                 for l in range(1, L):
                     with m.If(layer == l):
-                        choices = Array(acts[l - 1][r * K + k] for r in range(p.rows(l)))
+                        rest = hin[k] if p.rows(l) > 1 else 0
                         m.d.comb += x.eq(Mux(row_end, (1 << fmt.act.frac) if k == 0 else 0,
-                                             choices[row]))
+                                             Mux(row0, acts[l - 1][k], rest)))
                 m.d.sync += x1[k].eq(x)
+            with m.If(~row_end & (layer != 0)):
+                with m.If(row0):
+                    for l in range(1, L):
+                        with m.If(layer == l):
+                            m.d.sync += [hin[j].eq(acts[l - 1][j + K])
+                                         for j in range(p.layers[l] - K)]
+                with m.Else():
+                    m.d.sync += [hin[j].eq(hin[j + K]) for j in range(hin_len - K)]
         m.d.sync += [
-            v1.eq(issuing), first1.eq(row == 0), last1.eq(row_end), col1.eq(col),
+            v1.eq(issuing), first1.eq(row0), last1.eq(row_end), col1.eq(col),
             v2.eq(v1), first2.eq(first1), last2.eq(last1), col2.eq(col1),
             v3.eq(v2 & last2), col3.eq(col2),
         ]
@@ -281,7 +298,7 @@ class ForwardEngine(wiring.Component):
                 with m.If(issuing):
                     with m.If(row_end):
                         m.d.comb += row_n.eq(0)
-                        m.d.sync += row_end.eq(0)
+                        m.d.sync += [row_end.eq(0), row0.eq(1)]
                         with m.If(col_end):
                             m.d.sync += issuing.eq(0)
                         with m.Else():
@@ -291,7 +308,7 @@ class ForwardEngine(wiring.Component):
                             m.d.comb += addr_n.eq(addr_col)
                     with m.Else():
                         m.d.comb += [row_n.eq(row + 1), addr_n.eq(addr_row)]
-                        m.d.sync += [row_end.eq(row + 1 == rows[layer]),
+                        m.d.sync += [row_end.eq(row + 1 == rows[layer]), row0.eq(0),
                                      addr_row.eq(addr_row + cols[layer])]
                 with m.Elif(layer_done):
                     with m.If(last_layer):

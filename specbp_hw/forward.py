@@ -203,8 +203,8 @@ class ForwardEngine(wiring.Component):
 
         # The registers that steer every lane's accumulator and narrowing have a copy per lane
         # (replicate), loaded as the register is: the valid and first-row bits of stage 2 and
-        # the valid bit and column of stage 3. The layer's tests are copied a cycle late: the
-        # layer changes only while the pipeline is empty, at least three cycles before the
+        # the valid bit and column of stage 3. The layer and its tests are copied a cycle late:
+        # the layer changes only while the pipeline is empty, at least three cycles before the
         # next stage 3.
         lane_v2 = replicate(m, "v2", v1, N)
         lane_first2 = replicate(m, "first2", first1, N)

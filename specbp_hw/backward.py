@@ -305,8 +305,9 @@ class BackwardEngine(wiring.Component):
         # after the pass's start sets them: the first read-modify-write of a pass comes at
         # least three cycles after its start, and the previous pass's last one before it.
         m.d.comb += [self.g_wr.addr.eq(addr2), self.g_wr.en.eq(v2 & mode_grad)]
-        lane_negate = replicate(m, "negate", negate, K * N)
-        lane_fuse = replicate(m, "fuse", fuse, K * N)
+        apart = platform is not None     # copies for a board, one register in simulation
+        lane_negate = replicate(m, "negate", negate, K * N, apart=apart)
+        lane_fuse = replicate(m, "fuse", fuse, K * N, apart=apart)
         for i in range(K * N):
             term = Mux(lane_negate[i], ~prod[i], prod[i])
             m.d.comb += self.fu_g[i].eq(gdat2[i] + term + lane_negate[i])

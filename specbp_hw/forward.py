@@ -206,13 +206,14 @@ class ForwardEngine(wiring.Component):
         # the valid bit and column of stage 3. The layer and its tests are copied a cycle late:
         # the layer changes only while the pipeline is empty, at least three cycles before the
         # next stage 3.
-        lane_v2 = replicate(m, "v2", v1, N)
-        lane_first2 = replicate(m, "first2", first1, N)
-        lane_v3 = replicate(m, "v3", v2 & last2, N)
-        lane_col3 = replicate(m, "col3", col2, N)
-        lane_layer = replicate(m, "layer", layer, N)
-        lane_layer0 = replicate(m, "layer0", layer == 0, N)
-        lane_hidden = replicate(m, "hidden", layer != L - 1, N)
+        apart = platform is not None     # copies for a board, one register in simulation
+        lane_v2 = replicate(m, "v2", v1, N, apart=apart)
+        lane_first2 = replicate(m, "first2", first1, N, apart=apart)
+        lane_v3 = replicate(m, "v3", v2 & last2, N, apart=apart)
+        lane_col3 = replicate(m, "col3", col2, N, apart=apart)
+        lane_layer = replicate(m, "layer", layer, N, apart=apart)
+        lane_layer0 = replicate(m, "layer0", layer == 0, N, apart=apart)
+        lane_hidden = replicate(m, "hidden", layer != L - 1, N, apart=apart)
 
         # Stage 2 -> 3: accumulate over rows.
         for n in range(N):

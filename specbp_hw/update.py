@@ -107,8 +107,10 @@ class UpdateEngine(wiring.Component):
         # register steering all lanes' clips was the 64-MAC core's critical path (d353efe,
         # 16 ns of routing in 19 on the 85F). The lane's later valid bits follow its own copy.
         cases = [(round(p.clip * (1 << frac)), frac - fmt.update.frac) for frac in kinds]
-        kind1 = replicate(m, "kind1", Mux(self.f_valid, self.f_kind, own_kind), p.block)
-        lane_v1 = replicate(m, "v1", issuing | self.f_valid, p.block)
+        apart = platform is not None     # copies for a board, one register in simulation
+        kind1 = replicate(m, "kind1", Mux(self.f_valid, self.f_kind, own_kind), p.block,
+                          apart=apart)
+        lane_v1 = replicate(m, "v1", issuing | self.f_valid, p.block, apart=apart)
         for i in range(p.block):
             lane_v2, lane_v3 = Signal(name=f"v2_{i}"), Signal(name=f"v3_{i}")
             m.d.sync += [lane_v2.eq(lane_v1[i]), lane_v3.eq(lane_v2)]

@@ -7,8 +7,12 @@ from amaranth.hdl import *
 from amaranth.sim import Simulator
 
 from specbp_hw import build as build_mod
+from specbp_hw.backward import BackwardEngine
+from specbp_hw.forward import ForwardEngine
+from specbp_hw.params import CoreParams
 from specbp_hw.replica import replicate
 from specbp_hw.toolchain import yowasp_command
+from specbp_hw.update import UpdateEngine
 
 
 class Fanout(Elaboratable):
@@ -90,3 +94,27 @@ def test_ecp5_flow_keeps_every_copy(tmp_path):
     merged = _ecp5_flip_flops(tmp_path / "merged", Fanout(count, width=width), keep=False)
     assert merged == (count + 1) * width
 
+
+
+def test_one_register_stands_for_the_copies_when_not_apart():
+    m = Module()
+    d = Signal(3)
+    outs = replicate(m, "x", d, 4, apart=False)
+    assert len(outs) == 4 and all(o is outs[0] for o in outs)
+    assert [name for _, name, _ in Fragment.get(m, None).subfragments] == ["x_replica0"]
+
+
+@pytest.mark.parametrize("engine", [ForwardEngine, BackwardEngine, UpdateEngine])
+def test_engines_make_copies_for_a_board_only(engine):
+    # A board build elaborates with its platform: a copy per lane. The simulators and the
+    # Verilog export elaborate without one: a single register per replicated signal.
+    params = CoreParams(layers=(16, 8, 4), lanes=4, inputs=2, lr=0.05)
+
+    def replicas(platform):
+        frag = Fragment.get(engine(params), platform)
+        return sorted(name for _, name, _ in frag.subfragments if "_replica" in name)
+
+    on_board, simulated = replicas(object()), replicas(None)
+    assert simulated and all(name.endswith("_replica0") for name in simulated)
+    lanes = {ForwardEngine: 4}.get(engine, params.block)
+    assert len(on_board) == lanes * len(simulated)

@@ -57,7 +57,8 @@ def pack_beats(params, images, labels, last):
     """Input stream beats as integers (``uint64``): K pixels, then the label, then ``last``.
 
     Each sample is ``rows(0)`` beats; label and ``last`` are repeated on every beat of a sample
-    (the core takes them from its last beat).
+    (the core takes them from its last beat). With ``skip_zeros`` a sample is the beats of
+    :func:`specbp_hw.core.sample_beats`, each with its row and ``end`` after ``last``.
     """
     K = params.inputs
     rows = params.rows(0)
@@ -67,7 +68,16 @@ def pack_beats(params, images, labels, last):
     beats = (px << shifts).sum(axis=2, dtype=np.uint64)
     beats |= np.asarray(labels, np.uint64)[:, None] << np.uint64(8 * K)
     beats |= np.asarray(last, np.uint64)[:, None] << np.uint64(8 * K + 4)
-    return beats.reshape(-1)
+    if not params.skip_zeros:
+        return beats.reshape(-1)
+    keep = beats & np.uint64((1 << 8 * K) - 1) != 0
+    keep[~keep.any(axis=1), 0] = True               # an image without a nonzero pixel
+    end = np.zeros_like(keep)
+    end[np.arange(n), rows - 1 - np.argmax(keep[:, ::-1], axis=1)] = True
+    row_at = np.uint64(8 * K + 5)
+    beats |= np.arange(rows, dtype=np.uint64)[None, :] << row_at
+    beats |= end.astype(np.uint64) << (row_at + np.uint64(rows.bit_length()))
+    return beats[keep]
 
 
 def decode_results(payloads):

@@ -56,7 +56,9 @@ class BackwardEngine(wiring.Component):
             raise TypeError(f"params must be a CoreParams, not {params!r}")
         self._p = p = params
         fmt = p.fmt
+        ports = {"count": In(range(p.rows(0) + 1))} if p.skip_zeros else {}
         super().__init__({
+            **ports,
             "start": In(1),
             "slot": In(range(p.slots)),
             "label": In(range(p.classes)),
@@ -72,7 +74,7 @@ class BackwardEngine(wiring.Component):
             "act_rd": In(memory.ReadPort.Signature(
                 addr_width=addr_width(p.slots * p.act_words_per_slot), shape=p.act_word)),
             "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.stash_x_depth),
-                                                 shape=p.value_word)),
+                                                 shape=p.x_word)),
             "g_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
                                                  shape=p.grad_word)),
             "g_wr": In(memory.WritePort.Signature(addr_width=addr_width(p.depth),
@@ -184,9 +186,31 @@ class BackwardEngine(wiring.Component):
         r1, r2 = 1 // c0, 2 // c0       # rows issued one and two cycles after the first
         xaddr = Signal(range(p.stash_x_depth))
         xcol = Signal(range(c0))
-        x_q = Signal.like(self.x_rd.data)
-        m.d.sync += x_q.eq(self.x_rd.data)
+        x_q = Signal(p.value_word)
         m.d.comb += [self.x_rd.addr.eq(xaddr), self.x_rd.en.eq(1)]
+        S = p.skip_zeros
+        if S:
+            # Skipping zero words: the slot holds ``count`` words (pixels and row) one after
+            # the other, and the sweep's layer 0 issues only those rows and the bias row. The
+            # words are read three ahead: at the issue of word j, ``x_q`` holds its pixels,
+            # ``xq1`` word j + 1 (whose row is the next issue's row and accumulator word), the
+            # memory's output word j + 2, and ``xaddr`` addresses j + 3. ``more1``: word j + 1
+            # exists (else the next row is the bias row); ``rem``: the words after j. Three
+            # cycles (XP0 to XP2) before each sweep fill this pipeline.
+            rows0 = p.rows(0)
+            xq1 = Signal(p.x_word)
+            rem = Signal(range(rows0 + 1))
+            more1 = Signal()
+            count = Signal(range(rows0 + 1))
+            nxt = Signal.like(addr)
+            m.d.comb += nxt.eq(Mux(more1, xq1.row, rows0))
+            assert c0 == 1 and p.base(0) == 0
+
+            def advance():
+                return [x_q.eq(xq1.pix), xq1.eq(self.x_rd.data), xaddr.eq(xaddr + 1),
+                        rem.eq(Mux(rem == 0, 0, rem - 1)), more1.eq(rem > 1)]
+        else:
+            m.d.sync += x_q.eq(self.x_rd.data)
 
         def x_prime(first):
             # ``xaddr`` and ``xcol`` for the first gradient issue in the next cycle.
@@ -333,7 +357,8 @@ class BackwardEngine(wiring.Component):
         # the gradient sweep it holds the pass's first word, and a delta pass primes it at the
         # end of its last delta layer, in the two cycles before its gradient sweep.
         x_first = p.slot_bases(p.rows(0))[self.slot]
-        m.d.sync += xaddr.eq(x_base)
+        if not S:
+            m.d.sync += xaddr.eq(x_base)
 
         def accept_start():
             # Taken in IDLE and in DONE, so that a controller may start the next pass in the
@@ -346,12 +371,18 @@ class BackwardEngine(wiring.Component):
                              a_base.eq(p.slot_bases(wps)[self.slot]), label.eq(self.label),
                              do_grad.eq(self.grad), negate.eq(self.negate & ~self.delta),
                              fuse.eq(self.fuse & self.grad), fidx.eq(0)]
+                if S:
+                    m.d.sync += count.eq(self.count)
                 with m.If(self.delta):
                     m.next = "FETCH"
                 with m.Else():
-                    m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0),
-                                 xaddr.eq(x_first + r1)]
-                    m.next = "PRIME"
+                    if S:
+                        m.d.sync += [mode_grad.eq(1), xaddr.eq(x_first)]
+                        m.next = "XP0"
+                    else:
+                        m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0),
+                                     xaddr.eq(x_first + r1)]
+                        m.next = "PRIME"
 
         with m.FSM():
             with m.State("IDLE"):
@@ -369,10 +400,11 @@ class BackwardEngine(wiring.Component):
                 m.next = "DELTA"
             with m.State("DELTA"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(~Cat(*drain[:-1]).any()):
-                    # The last two cycles of a layer's drain (overridden below at the end of
-                    # the last delta layer).
-                    m.d.sync += xaddr.eq(x_base + r1)
+                if not S:
+                    with m.If(~Cat(*drain[:-1]).any()):
+                        # The last two cycles of a layer's drain (overridden below at the end
+                        # of the last delta layer).
+                        m.d.sync += xaddr.eq(x_base + r1)
                 with m.If(issuing):
                     # Rows of the layer, column blocks inside; the bias row is skipped.
                     m.d.comb += addr_n.eq(addr + 1)
@@ -386,11 +418,15 @@ class BackwardEngine(wiring.Component):
                 with m.Elif(layer_done):
                     with m.If(layer == 1):
                         with m.If(do_grad):
-                            m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0),
-                                         issuing.eq(1)]
-                            m.d.comb += [row_n.eq(0), addr_n.eq(0)]
-                            x_prime(x_base)
-                            m.next = "GRAD"
+                            if S:
+                                m.d.sync += [mode_grad.eq(1), xaddr.eq(x_base)]
+                                m.next = "XP0"
+                            else:
+                                m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0),
+                                             issuing.eq(1)]
+                                m.d.comb += [row_n.eq(0), addr_n.eq(0)]
+                                x_prime(x_base)
+                                m.next = "GRAD"
                         with m.Else():
                             m.next = "DONE"
                     with m.Else():
@@ -404,6 +440,23 @@ class BackwardEngine(wiring.Component):
                 m.d.sync += issuing.eq(1)
                 x_prime(x_base)
                 m.next = "GRAD"
+            if S:
+                with m.State("XP0"):
+                    # Word 0 is read.
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += [xaddr.eq(xaddr + 1), rem.eq(count)]
+                    m.next = "XP1"
+                with m.State("XP1"):
+                    # Word 0 at the memory's output, word 1 read.
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += [xq1.eq(self.x_rd.data), xaddr.eq(xaddr + 1),
+                                 more1.eq(rem != 0)]
+                    m.next = "XP2"
+                with m.State("XP2"):
+                    # Word 0 in xq1: the first issue's row.
+                    m.d.comb += [self.busy.eq(1), row_n.eq(nxt), addr_n.eq(nxt)]
+                    m.d.sync += [*advance(), layer.eq(0), col.eq(0), issuing.eq(1)]
+                    m.next = "GRAD"
             with m.State("GRAD"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
@@ -412,7 +465,11 @@ class BackwardEngine(wiring.Component):
                     # xaddr is the word of row(t + 2); it stops advancing at the bias row (no
                     # row after it needs a pixel word).
                     with m.If((layer == 0) & (row != p.rows(0))):
-                        if c0 == 1:
+                        if S:
+                            # The next listed row, or the bias row after the last.
+                            m.d.comb += [row_n.eq(nxt), addr_n.eq(nxt)]
+                            m.d.sync += advance()
+                        elif c0 == 1:
                             m.d.sync += xaddr.eq(xaddr + 1)
                         else:
                             with m.If(xcol == c0 - 1):

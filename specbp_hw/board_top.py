@@ -632,6 +632,10 @@ class BoardTop(wiring.Component):
                 m.d.comb += [core.i.valid.eq(1), core.i.payload.pixels.eq(sb_r.data),
                              core.i.payload.label.eq(label[:4]),
                              core.i.payload.last.eq(flags[0])]
+                if p.skip_zeros:
+                    # Every word is streamed (the core stores the nonzero ones).
+                    m.d.comb += [core.i.payload.row.eq(beat),
+                                 core.i.payload.end.eq(beat == rows0 - 1)]
                 with m.If(core.i.ready):
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(beat == rows0 - 1):

@@ -52,7 +52,7 @@ from .forward import ForwardEngine
 from .params import NO_RW_CHECK, PIPELINED, SPECULATIVE, CoreParams, addr_width, sync_read
 from .update import UpdateEngine
 
-__all__ = ["TrainingCore", "NOT_ATTEMPTED", "ACCEPTED", "REJECTED", "INFERENCE"]
+__all__ = ["TrainingCore", "sample_layout", "sample_beats", "NOT_ATTEMPTED", "ACCEPTED", "REJECTED", "INFERENCE"]
 
 # Step kinds in the result stream (the first three as in golden.train).
 NOT_ATTEMPTED, ACCEPTED, REJECTED, INFERENCE = 0, 1, 2, 3
@@ -63,13 +63,30 @@ COUNTER_WIDTH = 48
 def sample_layout(params):
     """One input beat: K pixels; ``label`` and ``last`` are taken from a sample's last beat.
 
-    ``last`` marks the end of an epoch: the batch closes after that sample.
+    ``last`` marks the end of an epoch: the batch closes after that sample. A sample is
+    ``rows(0)`` beats, row by row; with ``skip_zeros`` it is the beats of its rows with a
+    nonzero pixel (others may be sent too: they are not stored), in row order, each with its
+    ``row``, the last marked ``end`` (:func:`sample_beats`).
     """
-    return data.StructLayout({
+    fields = {
         "pixels": data.ArrayLayout(unsigned(8), params.inputs),
         "label": unsigned(4),
         "last": unsigned(1),
-    })
+    }
+    if params.skip_zeros:
+        fields.update(row=unsigned(params.rows(0).bit_length()), end=unsigned(1))
+    return data.StructLayout(fields)
+
+
+def sample_beats(params, image):
+    """The ``(row, pixels, end)`` beats of one image (``layers[0]`` uint8 pixels): every row,
+    or with ``skip_zeros`` the rows with a nonzero pixel (one zero beat, row 0, for an image
+    without any)."""
+    K = params.inputs
+    words = [(r, [int(v) for v in image[r * K:(r + 1) * K]]) for r in range(params.rows(0))]
+    if params.skip_zeros:
+        words = [(r, px) for r, px in words if any(px)] or [(0, [0] * K)]
+    return [(r, px, int(i == len(words) - 1)) for i, (r, px) in enumerate(words)]
 
 
 def result_layout(params):
@@ -99,7 +116,8 @@ class TrainingCore(wiring.Component):
     Members
     -------
     i : In(stream.Signature(sample_layout))
-        Samples, ``rows_0`` beats each (K pixels a beat); gaps allowed.
+        Samples, ``rows_0`` beats each (K pixels a beat; with ``skip_zeros`` the beats of
+        :func:`sample_beats`); gaps allowed.
     o : Out(stream.Signature(result_layout))
         One result per sample.
     schedule : In(2)
@@ -122,6 +140,8 @@ class TrainingCore(wiring.Component):
         With ``wr_en`` low the core behaves exactly as without the port.
     stash_slot, stash_valid : Out
         The label-to-slot table and which labels have a stash entry.
+    stash_words : Out (with ``skip_zeros``)
+        The stored words of each slot's sample.
     cycles, samples, accepted, rejected, fwd_busy, bwd_busy, update_cycles : Out
         Counters since reset.
     fwd_active, bwd_active, upd_active : Out(1)
@@ -148,6 +168,8 @@ class TrainingCore(wiring.Component):
             "wr_addr": In(range(p.depth)),
             "wr_data": In(p.weight_word),
             "wr_en": In(1),
+            **({"stash_words": Out(data.ArrayLayout(range(p.rows(0) + 1), p.slots))}
+               if p.skip_zeros else {}),
             "stash_slot": Out(data.ArrayLayout(unsigned(addr_width(p.slots)), p.classes)),
             "stash_valid": Out(p.classes),
             "cycles": Out(COUNTER_WIDTH),
@@ -170,8 +192,8 @@ class TrainingCore(wiring.Component):
         self.weights = memory.Memory(shape=p.weight_word, depth=p.depth,
                                      init=self._init or [], attrs=rw)
         self.grads = memory.Memory(shape=p.grad_word, depth=p.depth, init=[], attrs=rw)
-        self.xbuf = memory.Memory(shape=p.value_word, depth=p.xbuf_depth, init=[], attrs=rw)
-        self.stash_x = memory.Memory(shape=p.value_word, depth=p.stash_x_depth, init=[],
+        self.xbuf = memory.Memory(shape=p.x_word, depth=p.xbuf_depth, init=[], attrs=rw)
+        self.stash_x = memory.Memory(shape=p.x_word, depth=p.stash_x_depth, init=[],
                                      attrs=rw)
         self.stash_act = memory.Memory(shape=p.act_word, depth=p.slots * p.act_words_per_slot,
                                        init=[], attrs=rw)
@@ -292,17 +314,45 @@ class TrainingCore(wiring.Component):
         values = Signal(p.value_word)
         m.d.comb += [values[k].eq(pixel_value(self.i.payload.pixels[k]))
                      for k in range(p.inputs)]
-        m.d.comb += [
-            xb_w.addr.eq(l_half * rows0 + l_count), xb_w.data.eq(values),
-            sx_w.addr.eq(l_base + l_count), sx_w.data.eq(values),
-        ]
+        if p.skip_zeros:
+            # Only the words with a nonzero pixel are stored, one after the other, each with
+            # its row; each half and each slot keeps how many it holds.
+            l_nz = Signal(range(rows0 + 1))
+            nonzero = Signal()
+            xcount = Array(Signal(range(rows0 + 1), name=f"xcount{h}") for h in range(2))
+            scount = Array(Signal(range(rows0 + 1), name=f"scount{s}")
+                           for s in range(p.slots))
+            word = Signal(p.x_word)
+            m.d.comb += [nonzero.eq(self.i.payload.pixels.as_value().any()),
+                         word.pix.eq(values), word.row.eq(self.i.payload.row)]
+            with m.If(~l_active):
+                m.d.sync += l_nz.eq(0)
+            m.d.comb += [
+                xb_w.addr.eq(l_half * rows0 + l_nz), xb_w.data.eq(word),
+                sx_w.addr.eq(l_base + l_nz), sx_w.data.eq(word),
+            ]
+            fwd_count, bwd_count = xcount[r_half], scount[bwd.slot]
+            m.d.comb += [self.stash_words[s].eq(scount[s]) for s in range(p.slots)]
+        else:
+            m.d.comb += [
+                xb_w.addr.eq(l_half * rows0 + l_count), xb_w.data.eq(values),
+                sx_w.addr.eq(l_base + l_count), sx_w.data.eq(values),
+            ]
         with m.If(self.i.valid & self.i.ready):
-            m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
+            if p.skip_zeros:
+                with m.If(nonzero):
+                    m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
+                    m.d.sync += l_nz.eq(l_nz + 1)
+            else:
+                m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
             m.d.sync += l_count.eq(l_count + 1)
-            with m.If(l_count == rows0 - 1):
+            with m.If(self.i.payload.end if p.skip_zeros else l_count == rows0 - 1):
                 m.d.comb += load_last.eq(1)
                 m.d.sync += [l_active.eq(0), ready.eq(1), r_slot.eq(l_slot), r_half.eq(l_half),
                              r_label.eq(self.i.payload.label), r_last.eq(self.i.payload.last)]
+                if p.skip_zeros:
+                    m.d.sync += [xcount[l_half].eq(l_nz + nonzero),
+                                 scount[l_slot].eq(l_nz + nonzero)]
 
         # ---- controller --------------------------------------------------------------------
         cur_slot = Signal(range(p.slots))
@@ -331,6 +381,9 @@ class TrainingCore(wiring.Component):
         # The forward engine's half and slot are the loaded sample's, whether or not it is
         # started: it addresses the input buffer with them while it waits for a start.
         m.d.comb += [fwd.half.eq(r_half), fwd.slot.eq(r_slot)]
+        if p.skip_zeros:
+            # The stored words of the sample's half and of the backward engine's slot.
+            m.d.comb += [fwd.count.eq(fwd_count), bwd.count.eq(bwd_count)]
 
         def start_fwd(stash=1):
             return [fwd.start.eq(1), fwd.stash.eq(stash)]
@@ -346,7 +399,10 @@ class TrainingCore(wiring.Component):
 
         def start_final_bwd():
             # The step's own, non-speculative backward pass: at a batch boundary it applies
-            # the update as it sweeps (fused), so no separate update sweep follows.
+            # the update as it sweeps (fused), so no separate update sweep follows. Not when
+            # zero words are skipped: the pass does not visit every word.
+            if p.skip_zeros:
+                return start_bwd(cur_label)
             m.d.sync += fused.eq(batch_end)
             return start_bwd(cur_label, fuse=batch_end)
 
@@ -379,7 +435,8 @@ class TrainingCore(wiring.Component):
         # y_stash ends act_words_per_slot + 2 cycles after the start.
         G = p.softmax_ways
         groups = -(-C // G)
-        first_group_at = CycleModel(p).forward - p.cols(p.n_layers - 1) - 2 - (groups - 1)
+        shortest = CycleModel(p).forward_cycles(0 if p.skip_zeros else None)
+        first_group_at = shortest - p.cols(p.n_layers - 1) - 2 - (groups - 1)
         assert first_group_at > p.act_words_per_slot + 2, "forward pass shorter than the fetch"
         # Folded into the margin threshold - distance as it is summed, so that the decision is
         # the margin's sign: no compare on the path from it to the backward engine's start.

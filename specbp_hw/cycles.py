@@ -16,6 +16,14 @@ terms follow the engines' structure (see their module docstrings):
   takes each word's final sums from the sweep at no extra cycles. A batch that ends on an
   accepted speculation needs a separate update sweep of ``depth + 4`` cycles.
 
+With ``skip_zeros`` (:class:`~specbp_hw.params.CoreParams`) a pass's first layer has the
+sample's ``n`` stored (nonzero) words and the bias row instead of every row: the forward pass
+takes ``rows(0) - n`` cycles fewer and 2 more (filling its read-ahead), the backward pass and
+the undo ``rows(0) - n`` fewer and 3 and 2 more; no pass is fused, so every batch ends with an
+update sweep. The cycles of a step then depend on its sample and on the sample its backward
+pass reads (the label's stash entry, or the previous sample when pipelined): pass the samples'
+labels and stored words to :meth:`CycleModel.step_cycles`.
+
 MAC bounds (the issue's F* and B*): the multiply-accumulates of a pass divided by the ``K x N``
 multipliers of its engine; the backward pass has the gradient outer products of every layer and
 the error products of every layer after the first.
@@ -23,10 +31,20 @@ the error products of every layer after the first.
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import softmax
 from .params import CoreParams
 
-__all__ = ["CycleModel", "softmax_latency"]
+__all__ = ["CycleModel", "softmax_latency", "stored_words"]
+
+
+def stored_words(params, images):
+    """Words of each image (rows of ``layers[0]`` uint8 pixels) that a ``skip_zeros`` core
+    stores: its first-layer rows (K pixels each) with a nonzero pixel."""
+    images = np.asarray(images)
+    K = params.inputs
+    return (images.reshape(len(images), params.rows(0), K) != 0).any(axis=2).sum(axis=1)
 
 
 def softmax_latency(params):
@@ -43,22 +61,51 @@ class CycleModel:
 
     # -- engines -----------------------------------------------------------------------------
 
-    @property
-    def forward(self):
+    def _skipped(self, n):
+        # First-layer rows not issued for a sample of n stored words (skip_zeros).
+        p = self.params
+        if n is None:
+            n = p.rows(0)
+        if not p.skip_zeros:
+            if n != p.rows(0):
+                raise ValueError("stored words other than rows(0) need skip_zeros")
+            return 0
+        if not 0 <= n <= p.rows(0):
+            raise ValueError(f"stored words must be 0..{p.rows(0)}, not {n}")
+        return p.rows(0) - n
+
+    def forward_cycles(self, n=None):
+        """A forward pass over a sample of ``n`` stored words (default: all ``rows(0)``)."""
         p = self.params
         words = sum(p.cols(l) * (p.rows(l) + 1) for l in range(p.n_layers))
-        return words + 3 * p.n_layers + softmax_latency(p) + p.cols(p.n_layers - 1) + 2
+        fill = 2 if p.skip_zeros else 0
+        return (words - self._skipped(n) + fill + 3 * p.n_layers + softmax_latency(p)
+                + p.cols(p.n_layers - 1) + 2)
 
-    @property
-    def backward(self):
+    def backward_cycles(self, n=None):
+        """A backward pass (fetch, deltas, gradients) over a slot of ``n`` stored words."""
         p = self.params
         drain = 2 + p.delta_sum_stages
         deltas = sum(p.rows(l) * p.cols(l) + drain for l in range(1, p.n_layers))
-        return p.act_words_per_slot + deltas + p.depth + 5
+        fill = 3 if p.skip_zeros else 0
+        return p.act_words_per_slot + deltas + p.depth - self._skipped(n) + fill + 5
+
+    def undo_cycles(self, n=None):
+        """An undo (gradients subtracted) over a slot of ``n`` stored words."""
+        fill = 2 if self.params.skip_zeros else 0
+        return self.params.depth - self._skipped(n) + fill + 4
+
+    @property
+    def forward(self):
+        return self.forward_cycles()
+
+    @property
+    def backward(self):
+        return self.backward_cycles()
 
     @property
     def undo(self):
-        return self.params.depth + 4
+        return self.undo_cycles()
 
     @property
     def update(self):
@@ -92,37 +139,54 @@ class CycleModel:
         """Last step of a batch: its own backward pass drains the pipeline."""
         return max(self.forward, self.backward) + self.backward + 1
 
-    def step_cycles(self, schedule, kinds, batch):
+    def step_cycles(self, schedule, kinds, batch, labels=None, words=None):
         """Predicted cycles of each step, given each step's kind (0 not attempted, 1 accepted,
-        2 rejected) as the result stream reports them, and the batch size."""
-        out = []
+        2 rejected) as the result stream reports them, and the batch size. With
+        ``skip_zeros`` also each sample's label and stored words (:func:`stored_words`)."""
         n = len(kinds)
+        if self.params.skip_zeros:
+            if labels is None or words is None or len(labels) != n or len(words) != n:
+                raise ValueError("skip_zeros: step_cycles needs every sample's label and "
+                                 "stored words")
+        else:
+            words = [None] * n
+        fwd, bwd, undo = self.forward_cycles, self.backward_cycles, self.undo_cycles
+        stash = {}          # label -> stored words of its latest sample
+        out = []
         pos = 0
         for i, kind in enumerate(kinds):
             last = pos + 1 >= batch or i == n - 1
+            w = words[i]
+            serial = fwd(w) + bwd(w) + 1
             if schedule == "pipelined":
+                prev = words[i - 1] if pos else None
                 if pos == 0 and last:
-                    out.append(self.serial_step)
+                    out.append(serial)
                 elif pos == 0:
-                    out.append(self.pipelined_first_step)
+                    out.append(fwd(w) + 1)
                 elif last:
-                    out.append(self.pipelined_last_step)
+                    out.append(max(fwd(w), bwd(prev)) + bwd(w) + 1)
                 else:
-                    out.append(self.pipelined_step)
-            elif kind == 1:
-                out.append(self.accepted_step)
-            elif kind == 2:
-                out.append(self.rejected_step)
+                    out.append(max(fwd(w), bwd(prev)) + 1)
+            elif kind in (1, 2):
+                s = stash.get(labels[i]) if labels is not None else None
+                both = max(fwd(w), bwd(s)) + 1
+                out.append(both if kind == 1 else both + undo(s) + bwd(w))
             else:
-                out.append(self.serial_step)
+                out.append(serial)
+            if labels is not None:
+                stash[labels[i]] = w
             pos = 0 if last else pos + 1
         return out
 
     def update_cycles(self, kinds, batch):
         """Cycles of separate update sweeps in a run: one per batch that ends on an accepted
-        speculation (every other batch is updated by its fused last pass)."""
+        speculation (every other batch is updated by its fused last pass); with
+        ``skip_zeros`` one per batch."""
         n = len(kinds)
         ends = [min(i + batch, n) - 1 for i in range(0, n, batch)]
+        if self.params.skip_zeros:
+            return self.update * len(ends)
         return sum(self.update for i in ends if kinds[i] == 1)
 
     # -- MAC bounds ----------------------------------------------------------------------------
@@ -142,6 +206,20 @@ class CycleModel:
         grads = sum(a * b for a, b in zip(ls[:-1], ls[1:]))
         errors = sum(a * b for a, b in zip(ls[1:-1], ls[2:]))
         return (grads + errors) / self.macs_per_cycle
+
+    def data_epoch_cycles(self, schedule, labels, words, batch=15):
+        """Cycles of one pass over the samples with these labels and stored words, steps and
+        update sweeps, every speculation accepted (a label's first sample: not attempted)."""
+        n = len(labels)
+        if schedule == "speculative":
+            seen, kinds = set(), []
+            for label in labels:
+                kinds.append(1 if label in seen else 0)
+                seen.add(label)
+        else:
+            kinds = [0] * n
+        return (sum(self.step_cycles(schedule, kinds, batch, labels, words))
+                + self.update_cycles(kinds, batch))
 
     def epoch_cycles(self, schedule, samples=60000, batch=15, accept_rate=1.0):
         """Projected cycles of an epoch: steps plus updates, ``accept_rate`` of the steps

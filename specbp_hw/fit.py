@@ -86,8 +86,8 @@ def core_memories(params):
     mems = [
         MemoryNeed("weights", _width(p.weight_word), p.depth, 2, 1, shared_rw=True),
         MemoryNeed("grads", _width(p.grad_word), p.depth, 1, 1),
-        MemoryNeed("xbuf", _width(p.value_word), p.xbuf_depth, 1, 1),
-        MemoryNeed("stash_x", _width(p.value_word), p.stash_x_depth, 1, 1),
+        MemoryNeed("xbuf", _width(p.x_word), p.xbuf_depth, 1, 1),
+        MemoryNeed("stash_x", _width(p.x_word), p.stash_x_depth, 1, 1),
         MemoryNeed("stash_act", _width(p.act_word), p.slots * p.act_words_per_slot, 1, 1),
     ]
     ways = p.softmax_ways

@@ -58,7 +58,9 @@ class ForwardEngine(wiring.Component):
         fmt = p.fmt
         self._softmax = Softmax(fmt, p.classes, ways=p.softmax_ways,
                                 div_bits=p.softmax_div_bits)
+        ports = {"count": In(range(p.rows(0) + 1))} if p.skip_zeros else {}
         super().__init__({
+            **ports,
             "start": In(1),
             "half": In(1),
             "slot": In(range(p.slots)),
@@ -73,7 +75,7 @@ class ForwardEngine(wiring.Component):
             "w_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.depth),
                                                  shape=p.weight_word)),
             "x_rd": In(memory.ReadPort.Signature(addr_width=addr_width(p.xbuf_depth),
-                                                 shape=p.value_word)),
+                                                 shape=p.x_word)),
             "act_wr": In(memory.WritePort.Signature(
                 addr_width=addr_width(p.slots * p.act_words_per_slot), shape=p.act_word)),
         })
@@ -155,10 +157,33 @@ class ForwardEngine(wiring.Component):
         m.d.comb += [
             self.w_rd.addr.eq(addr_n),
             self.w_rd.en.eq(1),
-            # The bias row reads the word after the half's last (its data is not used).
-            self.x_rd.addr.eq(half_n * p.rows(0) + row_n),
             self.x_rd.en.eq(1),
         ]
+        S = p.skip_zeros
+        if S:
+            # Skipping zero words: the half holds ``count`` words (pixels and row) one after
+            # the other. They are read three ahead of the issue: at the issue of word j,
+            # ``xpix`` holds word j's pixels, ``xq1`` word j + 1 (whose row is the next
+            # weight address), the memory's output word j + 2, and ``xa`` addresses j + 3.
+            # ``more1``: word j + 1 exists (else the next row is the bias row); ``rem``: the
+            # words after j. Two cycles (PRIME1, PRIME2) after the start fill the pipeline.
+            rows0 = p.rows(0)
+            xa = Signal(range(p.xbuf_depth))
+            xq1 = Signal(p.x_word)
+            xpix = Signal(p.value_word)
+            rem = Signal(range(rows0 + 1))
+            more1 = Signal()
+            nxt = Signal.like(addr)     # the next issue's row in layer 0 = its weight word
+            m.d.comb += [nxt.eq(Mux(more1, xq1.row, rows0)), self.x_rd.addr.eq(xa)]
+            assert p.cols(0) == 1 and p.base(0) == 0
+
+            def advance():
+                # Word j + 1 becomes the issued one, j + 2 the next.
+                return [xpix.eq(xq1.pix), xq1.eq(self.x_rd.data), xa.eq(xa + 1),
+                        rem.eq(Mux(rem == 0, 0, rem - 1)), more1.eq(rem > 1)]
+        else:
+            # The bias row reads the word after the half's last (its data is not used).
+            m.d.comb += self.x_rd.addr.eq(half_n * p.rows(0) + row_n)
 
         # Stage 0 -> 1: the operands. The inputs come from the input buffer's word (layer 0) or
         # the local activations (hidden layers); the bias row's input is 1. A hidden layer's
@@ -175,7 +200,7 @@ class ForwardEngine(wiring.Component):
                 x = Signal(signed(p.input_width), name=f"x{k}")
                 with m.If(layer == 0):
                     m.d.comb += x.eq(Mux(row_end, (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
-                                         self.x_rd.data[k]))
+                                         xpix[k] if S else self.x_rd.data[k]))
                 for l in range(1, L):
                     with m.If(layer == l):
                         rest = hin[k] if p.rows(l) > 1 else 0
@@ -289,10 +314,28 @@ class ForwardEngine(wiring.Component):
                 # The first words are read whether or not the engine is started (the start
                 # comes late in the cycle): the counters load their first values meanwhile.
                 m.d.comb += [row_n.eq(0), addr_n.eq(p.base(0)), half_n.eq(self.half)]
+                if S:
+                    m.d.comb += self.x_rd.addr.eq(self.half * p.rows(0))
                 with m.If(self.start):
                     m.d.sync += [layer.eq(0), col.eq(0),
                                  a_base.eq(p.slot_bases(p.act_words_per_slot)[self.slot]),
-                                 stash.eq(self.stash), issuing.eq(1), *enter_layer(0)]
+                                 stash.eq(self.stash), *enter_layer(0)]
+                    if S:
+                        m.d.sync += [xa.eq(self.half * p.rows(0) + 1), rem.eq(self.count)]
+                        m.next = "PRIME1"
+                    else:
+                        m.d.sync += issuing.eq(1)
+                        m.next = "RUN"
+            if S:
+                with m.State("PRIME1"):
+                    # Word 0 at the memory's output.
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += [xq1.eq(self.x_rd.data), xa.eq(xa + 1), more1.eq(rem != 0)]
+                    m.next = "PRIME2"
+                with m.State("PRIME2"):
+                    # Word 0 in xq1: the first issue's weight word is read.
+                    m.d.comb += [self.busy.eq(1), addr_n.eq(nxt)]
+                    m.d.sync += [*advance(), issuing.eq(1), row_end.eq(~more1)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
@@ -311,6 +354,10 @@ class ForwardEngine(wiring.Component):
                         m.d.comb += [row_n.eq(row + 1), addr_n.eq(addr_row)]
                         m.d.sync += [row_end.eq(row + 1 == rows[layer]), row0.eq(0),
                                      addr_row.eq(addr_row + cols[layer])]
+                        if S:
+                            with m.If(layer == 0):
+                                m.d.comb += addr_n.eq(nxt)
+                                m.d.sync += [*advance(), row_end.eq(~more1)]
                 with m.Elif(layer_done):
                     with m.If(last_layer):
                         m.next = "SOFTMAX"

@@ -117,6 +117,14 @@ class CoreParams:
         multipliers; ``classes``: fully parallel, lowest latency).
     softmax_div_bits : int
         Quotient bits per cycle of the softmax's reciprocal divider.
+    skip_zeros : bool
+        Skip the first layer's all-zero input words: the loader stores only the words of a
+        sample with a nonzero pixel, each with its row number, and both engines walk only
+        those in the first layer (the zero words add nothing to a sum or a gradient, so the
+        results are the same bits). The cycles of a pass then depend on the sample
+        (:class:`specbp_hw.cycles.CycleModel`). Needs one column block in the first layer
+        (``lanes >= layers[1]``); the last backward pass of a batch is then not fused with the
+        update (a fused pass visits every word), so every batch ends with an update sweep.
     """
 
     layers: tuple = (784, 16, 16, 10)
@@ -128,6 +136,7 @@ class CoreParams:
     clip: float = 5.0
     softmax_ways: int = 1
     softmax_div_bits: int = 1
+    skip_zeros: bool = False
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -162,6 +171,10 @@ class CoreParams:
             raise ValueError("prob_frac must be below the activation width (y is stashed in "
                              "activation words)")
         self.fmt.lr_int(self.lr)
+        if self.skip_zeros and self.cols(0) != 1:
+            raise ValueError(f"skip_zeros needs the first hidden layer in one column block: "
+                             f"lanes ({self.lanes}) must be at least layers[1] "
+                             f"({layers[1]})")
         from .softmax import softmax_latency
         softmax_latency(self.fmt, layers[-1], ways=self.softmax_ways,
                         div_bits=self.softmax_div_bits)   # validates both
@@ -265,10 +278,23 @@ class CoreParams:
         return data.ArrayLayout(unsigned(9), self.inputs)
 
     @property
+    def x_word(self):
+        """A stored word of the input buffer and the stash pixels: :attr:`value_word`, and with
+        :attr:`skip_zeros` the word's row number beside it (``pix``, ``row``): the words of a
+        sample with a nonzero pixel are stored one after the other."""
+        if not self.skip_zeros:
+            return self.value_word
+        return data.StructLayout({"pix": self.value_word,
+                                  "row": unsigned(self.rows(0).bit_length())})
+
+    @property
     def xbuf_depth(self):
         """Words of the input buffer: two samples of ``rows(0)`` words, and one more, so that
         the forward engine reads half ``h``'s bias row at ``h * rows(0) + rows(0)`` (its data
         is not used) and its read address needs no compare."""
+        if self.skip_zeros:
+            # The forward engine reads up to three words ahead of its last (unused data).
+            return 2 * self.rows(0) + 3
         return 2 * self.rows(0) + 1
 
     @property

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from amaranth.sim import Simulator
 
-from .core import TrainingCore
+from .core import TrainingCore, sample_beats
 from .params import SCHEDULES, CoreParams
 from .testing import stream_get, stream_put
 
@@ -69,10 +69,11 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
         ctx.set(core.infer, int(infer))
         ctx.set(core.wr_en, 0)      # the host weight write port stays unused
         for i in range(n):
-            for r in range(rows0):
-                await stream_put(ctx, core.i, {
-                    "pixels": [int(v) for v in images[i, r * K:(r + 1) * K]],
-                    "label": int(labels[i]), "last": int(last[i])}, gaps=gaps)
+            for r, pixels, end in sample_beats(params, images[i]):
+                beat = {"pixels": pixels, "label": int(labels[i]), "last": int(last[i])}
+                if params.skip_zeros:
+                    beat.update(row=r, end=end)
+                await stream_put(ctx, core.i, beat, gaps=gaps)
 
     async def consumer(ctx):
         for _ in range(n):
@@ -102,8 +103,15 @@ def run_pysim(params, init, images, labels, *, schedule="serial", threshold=0, b
             if not ctx.get(core.stash_valid) >> label & 1:
                 continue
             slot = ctx.get(core.stash_slot[label])
-            pixels = [int(v) for r in range(rows0)
-                      for v in ctx.get(core.stash_x.data[slot * rows0 + r])]
+            if params.skip_zeros:
+                K = params.inputs
+                pixels = [0] * (rows0 * K)
+                for i in range(ctx.get(core.stash_words[slot])):
+                    word = ctx.get(core.stash_x.data[slot * rows0 + i])
+                    pixels[word.row * K:(word.row + 1) * K] = [int(v) for v in word.pix]
+            else:
+                pixels = [int(v) for r in range(rows0)
+                          for v in ctx.get(core.stash_x.data[slot * rows0 + r])]
             words = [[int(v) for v in ctx.get(core.stash_act.data[slot * wps + w])]
                      for w in range(wps)]
             acts = []

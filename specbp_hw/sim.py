@@ -482,6 +482,9 @@ def build_parser():
     h.add_argument("--softmax-ways", type=int, metavar="W", help="softmax classes per cycle")
     h.add_argument("--softmax-div-bits", type=int, metavar="B",
                    help="softmax divider quotient bits per cycle")
+    h.add_argument("--skip-zeros", action="store_true", default=None,
+                   help="skip the first layer's all-zero input words (the same results in "
+                        "fewer cycles; needs lanes >= the first hidden layer)")
     s = p.add_argument_group("simulation and output")
     s.add_argument("--backend", choices=("cxxrtl", "pysim"), default="cxxrtl",
                    help="compiled CXXRTL (default; needs a C++ compiler) or Amaranth's Python "
@@ -508,7 +511,7 @@ def _params_from(args):
     layers = parse_layers(args.layers) if args.layers else None
     return core_params(args.preset, precision=args.precision, layers=layers, lanes=args.lanes,
                        inputs=args.inputs, softmax_ways=args.softmax_ways,
-                       softmax_div_bits=args.softmax_div_bits)
+                       softmax_div_bits=args.softmax_div_bits, skip_zeros=args.skip_zeros)
 
 
 def _validate(args, params, data):

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from .boards import PLACERS, get_board, load_boards
-from .cycles import CycleModel
+from .cycles import CycleModel, stored_words
 from .fit import estimate, fit_problems, lr_in_logic
 from .presets import PRESETS, core_params
 from .replica import YOSYS_FLATTEN, YOSYS_KEEP
@@ -96,14 +96,28 @@ def projections(params, fmax_mhz):
     """Cycles per sample and per epoch of each schedule, and epoch seconds at ``fmax_mhz``.
 
     An epoch is 60,000 samples in batches of 15; in the speculative schedule every speculation
-    is accepted (threshold 0.25, as in the paper).
+    is accepted (threshold 0.25, as in the paper). With ``skip_zeros`` a step's cycles depend
+    on its samples: the cycles per sample are those of one pass over the built-in MNIST subset
+    (4000 training samples, in its order; a label's first sample is not speculated), scaled to
+    60,000 samples.
     """
     model = CycleModel(params)
-    cycles = {s: model.epoch_cycles(s, EPOCH_SAMPLES, BATCH) for s in SCHEDULE_NAMES}
-    out = {
+    out = {}
+    if params.skip_zeros:
+        from .data import load_builtin
+        train = load_builtin().for_inputs(params.layers[0])
+        labels = train.train_labels.tolist()
+        words = stored_words(params, train.train_images).tolist()
+        scale = EPOCH_SAMPLES / len(labels)
+        cycles = {s: model.data_epoch_cycles(s, labels, words, BATCH) * scale
+                  for s in SCHEDULE_NAMES}
+        out["stored_words_mean"] = round(sum(words) / len(words), 2)
+    else:
+        cycles = {s: model.epoch_cycles(s, EPOCH_SAMPLES, BATCH) for s in SCHEDULE_NAMES}
+    out.update({
         "epoch_cycles": {s: round(c) for s, c in cycles.items()},
         "cycles_per_sample": {s: round(c / EPOCH_SAMPLES, 2) for s, c in cycles.items()},
-    }
+    })
     if fmax_mhz:
         out["projected_epoch_seconds"] = {s: round(c / (fmax_mhz * 1e6), 5)
                                           for s, c in cycles.items()}

@@ -26,7 +26,7 @@ from golden.fixed_model import FixedArith
 from golden.float_model import FloatArith
 from golden.train import ACCEPTED, NOT_ATTEMPTED, REJECTED, evaluate, train
 
-from .cycles import CycleModel
+from .cycles import CycleModel, stored_words
 from .data import DataError, resolve
 from .params import SCHEDULES
 from .presets import PRECISIONS, PRESETS, core_params, parse_layers
@@ -671,8 +671,15 @@ def _main(args):
                       f"{_pct(e['float_test_accuracy']):>10}")
     print()
     print(format_engines(results))
-    print(f"\ncycle model: forward {model.forward}, backward {model.backward}, serial step "
-          f"{model.serial_step}, accepted step {model.accepted_step} cycles")
+    if params.skip_zeros:
+        words = stored_words(params, data.train_images)
+        print(f"\ncycle model, skipping zero words (n: a sample's stored words, mean "
+              f"{words.mean():.1f} of {params.rows(0)} here): forward "
+              f"{model.forward_cycles(0)} + n, backward {model.backward_cycles(0)} + n, undo "
+              f"{model.undo_cycles(0)} + n, update {model.update} cycles")
+    else:
+        print(f"\ncycle model: forward {model.forward}, backward {model.backward}, serial step "
+              f"{model.serial_step}, accepted step {model.accepted_step} cycles")
     if speed:
         print(f"simulation: {sim_cycles:,} cycles in {sim_seconds:.1f} s = {speed:,.0f} "
               f"cycles/s ({backend}); total wall time {time.perf_counter() - t_start:.1f} s")
@@ -700,10 +707,14 @@ def _main(args):
         "core": {"layers": list(params.layers), "inputs": params.inputs,
                  "lanes": params.lanes, "format": params.fmt.describe(),
                  "softmax_ways": params.softmax_ways,
-                 "softmax_div_bits": params.softmax_div_bits},
+                 "softmax_div_bits": params.softmax_div_bits,
+                 "skip_zeros": params.skip_zeros},
         "cycle_model": {"forward": model.forward, "backward": model.backward,
                         "serial_step": model.serial_step,
-                        "accepted_step": model.accepted_step},
+                        "accepted_step": model.accepted_step,
+                        **({"forward_without_words": model.forward_cycles(0),
+                            "backward_without_words": model.backward_cycles(0)}
+                           if params.skip_zeros else {})},
         "schedules": results,
     }
     if sweep is not None:

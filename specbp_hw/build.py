@@ -69,14 +69,16 @@ class BuildError(Exception):
 
 
 def suggest_preset(device, lr_mode="auto", *, link=False):
-    """The preset with the most multipliers (then weights, then the widest datapath) that fits
-    ``device`` (None if none does); ``link``: with the host link."""
+    """The preset with the most multipliers (then weights, then the widest datapath, then
+    skipping zero words) that fits ``device`` (None if none does); ``link``: with the host
+    link."""
     fitting = []
     for name in PRESETS:
         params = core_params(name)
         if not fit_problems(params, device, lr_mode=lr_mode, link=link):
             weights = sum(a * b for a, b in zip(params.layers[:-1], params.layers[1:]))
-            fitting.append((params.block, weights, params.fmt.act.width, name))
+            fitting.append((params.block, weights, params.fmt.act.width, params.skip_zeros,
+                            name))
     return max(fitting)[-1] if fitting else None
 
 

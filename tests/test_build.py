@@ -211,7 +211,7 @@ def no_build(monkeypatch):
     ("orangecrab-25f", [], "block RAM: 140 DP16KD needed", "preset 'h8-n8' fits"),
     ("ulx3s-25f", [], "block RAM: 141 DP16KD needed", "preset 'h8-n8' fits"),
     ("ulx3s-85f", ["--lr-multipliers", "dsp"], "multipliers: 212 DSPs needed, 156 available",
-     "preset 'paper-x2' fits"),
+     "preset 'paper-x2-skip' fits"),
 ])
 def test_cli_refuses_a_preset_too_big_in_one_line(capsys, no_build, board, extra, problem,
                                                    hint):

@@ -12,7 +12,9 @@ One backward pass over stash slot ``s`` has three phases:
    lanes), narrowed to the delta format and multiplied by the leaky-ReLU derivative. Only the
    small layers are read: the first layer's weights are never needed here;
 3. *gradient*: one linear sweep over every accumulator word, ``G += a (x) d`` (``K x N``
-   products per cycle, read-modify-write), the bias rows with input 1.
+   products per cycle, read-modify-write), the bias rows with input 1. With ``skip_zeros``
+   the first layer's rows are only the slot's stored (nonzero) words and the bias row: a zero
+   input adds nothing to its row's accumulators.
 
 The gradient phase can subtract instead (``negate``): because the accumulators hold exact
 integers and never overflow, subtracting the same products restores them bit for bit. That is
@@ -43,6 +45,8 @@ class BackwardEngine(wiring.Component):
     start : In(1)
         Pulse: run with ``slot``, ``label`` and the phase flags ``delta`` (fetch and delta
         phases) and ``grad`` (gradient phase, subtracting when ``negate``).
+    count : In (with ``skip_zeros``)
+        The stored words of ``slot``, taken with ``start``.
     done : Out(1)
         Pulse at the end.
     y : Out

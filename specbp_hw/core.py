@@ -29,6 +29,13 @@ or a compare directly; the cycle counts are those of reading with the counters t
 The input buffer and the stash pixels hold u0.8 values (:attr:`CoreParams.value_word`): the
 loader converts each pixel as it writes it, so the engines use the words as they are read.
 
+Skipping zero words (``CoreParams.skip_zeros``). The loader stores only a sample's words with a
+nonzero pixel, one after the other with their rows, and counts them per input-buffer half and
+per stash slot; the engines' first layer walks those words and the bias row. A zero input adds
+nothing to a neuron's sum or to its row's gradients, so the results are the same bits in fewer
+cycles. The last backward pass of a batch is then never fused with the update (a fused sweep
+writes every weight word): every batch ends with an update sweep.
+
 Stash slots. There are ``classes + 2`` slots: one per label (its latest sample), one for the
 sample in the forward engine and one being loaded. A label-to-slot table names each label's
 slot. A step writes its own slot while the speculative pass reads the label's old slot, so

@@ -8,7 +8,8 @@ Schedule. For each layer, for each column block ``c`` of N neurons, the engine w
 ``2**frac_in`` on element 0): one weight word per cycle, ``K x N`` products per cycle. Column
 blocks follow each other without bubbles; the next layer starts issuing in the cycle after the
 previous layer's last block is written. The output layer's logits then go through the softmax.
-Exact cycles: :attr:`specbp_hw.cycles.CycleModel.forward`.
+With ``skip_zeros`` the first layer walks only the sample's stored (nonzero) input words and
+its bias row. Exact cycles: :meth:`specbp_hw.cycles.CycleModel.forward_cycles`.
 """
 
 from amaranth.hdl import *
@@ -46,7 +47,10 @@ class ForwardEngine(wiring.Component):
         Weight memory read port (synchronous, latency 1).
     x_rd : In(ReadPort.Signature)
         Input buffer read port: word ``half * rows_0 + r`` holds pixels ``r*K .. r*K+K-1`` as
-        u0.8 values (:func:`specbp_hw.arith.pixel_value`).
+        u0.8 values (:func:`specbp_hw.arith.pixel_value`); with ``skip_zeros`` the half's
+        ``count`` stored words, each with its row (:attr:`CoreParams.x_word`).
+    count : In (with ``skip_zeros``)
+        The stored words of half ``half``, taken with ``start``.
     act_wr : In(WritePort.Signature)
         Stash activation memory write port (word = N values).
     """

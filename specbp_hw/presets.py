@@ -52,6 +52,8 @@ _PRESET_LIST = [
     # Build presets for smaller parts (docs/BUILD.md: what fits which part, measured).
     Preset("h8-n8", "784-8-8-10 (hidden layers of 8), 16-bit, 8 MACs per engine "
            "(1 input x 8 lanes): fits an ECP5 25F", layers=(784, 8, 8, 10), lanes=8),
+    Preset("h8-n8-skip", "h8-n8 skipping the first layer's all-zero input words "
+           "(skip_zeros)", layers=(784, 8, 8, 10), lanes=8, skip_zeros=True),
     Preset("pool7", "49-8-10 (MNIST 4x4-average-pooled to 7x7, Dataset.pooled), 16-bit, "
            "1 MAC per engine: fits an iCE40UP5K alone (not with the host link)",
            layers=(49, 8, 10), lanes=1),

@@ -88,7 +88,7 @@ def test_fit_refuses_with_what_and_which_preset():
     problems = fit_problems(core_params("paper-x4"), dev)
     assert any(p.startswith("block RAM: 140 DP16KD needed") for p in problems)
     assert any(p.startswith("multipliers:") for p in problems)
-    assert build_mod.suggest_preset(dev) == "h8-n8"
+    assert build_mod.suggest_preset(dev) == "h8-n8-skip"
     assert build_mod.suggest_preset(DEVICES["LFE5U-85F"]) == "paper-x4"
     # The 16-bit pool7 alone (the widest datapath that fits); with the link, 9-bit pool7-q9.
     assert build_mod.suggest_preset(DEVICES["iCE40UP5K"]) == "pool7"
@@ -208,8 +208,8 @@ def no_build(monkeypatch):
 
 @pytest.mark.parametrize("board, extra, problem, hint", [
     ("icebreaker", [], "block RAM: 347 EBR needed", "preset 'pool7-q9' fits"),
-    ("orangecrab-25f", [], "block RAM: 140 DP16KD needed", "preset 'h8-n8' fits"),
-    ("ulx3s-25f", [], "block RAM: 141 DP16KD needed", "preset 'h8-n8' fits"),
+    ("orangecrab-25f", [], "block RAM: 140 DP16KD needed", "preset 'h8-n8-skip' fits"),
+    ("ulx3s-25f", [], "block RAM: 141 DP16KD needed", "preset 'h8-n8-skip' fits"),
     ("ulx3s-85f", ["--lr-multipliers", "dsp"], "multipliers: 212 DSPs needed, 156 available",
      "preset 'paper-x2-skip' fits"),
 ])

@@ -490,10 +490,11 @@ def _parser():
 
 def _list_boards():
     boards = load_boards()
-    print(f"{'board':16s} {'device':10s} {'preset':10s} {'top':5s} {'clock':>9s} {'placer':6s}  "
+    w = max(len("preset"), *(len(b.preset) for b in boards.values()))
+    print(f"{'board':16s} {'device':10s} {'preset':{w}s} {'top':5s} {'clock':>9s} {'placer':6s}  "
           f"description")
     for b in boards.values():
-        print(f"{b.name:16s} {b.device.name:10s} {b.preset:10s} {resolve_top(b, 'auto'):5s} "
+        print(f"{b.name:16s} {b.device.name:10s} {b.preset:{w}s} {resolve_top(b, 'auto'):5s} "
               f"{b.clock_mhz:>5g} MHz {b.placer:6s}  {b.description}")
     print("tops: " + "; ".join(f"{n}: {d}" for n, d in TOPS.items()))
     print("presets: " + "; ".join(f"{n}: {p.description}" for n, p in PRESETS.items()))

@@ -308,10 +308,12 @@ class TrainingCore(wiring.Component):
         r_last = Signal()
         take = Signal()             # the controller takes the loaded sample this cycle
         load_last = Signal()        # a sample's last beat arrives (r_label is loaded)
+        finishing = Signal()        # skip_zeros: a sample's end beat in the loader's stage B
         with m.If(take):
             m.d.sync += ready.eq(0)
         next_half = Signal()
-        with m.If(~l_active & ~ready & (free != 0) & ~half_busy.bit_select(next_half, 1)):
+        with m.If(~l_active & ~ready & ~finishing & (free != 0)
+                  & ~half_busy.bit_select(next_half, 1)):
             m.d.sync += [l_active.eq(1), l_slot.eq(free_lowest),
                          l_base.eq(p.slot_bases(rows0)[free_lowest]), l_half.eq(next_half),
                          l_count.eq(0), next_half.eq(~next_half)]
@@ -321,23 +323,50 @@ class TrainingCore(wiring.Component):
         values = Signal(p.value_word)
         m.d.comb += [values[k].eq(pixel_value(self.i.payload.pixels[k]))
                      for k in range(p.inputs)]
+        load_label = self.i.payload.label
         if p.skip_zeros:
             # Only the words with a nonzero pixel are stored, one after the other, each with
-            # its row; each half and each slot keeps how many it holds.
+            # its row; each half and each slot keeps how many it holds. A beat is registered
+            # with its values and its zero test (stage A) and written in the next cycle (stage
+            # B), so that no path runs from the stream (the link's sample buffer, a block RAM)
+            # through the zero test into the memories' write enables and addresses (the 25F's
+            # critical path without the register). A sample's end beat stops the loader at
+            # stage A; at stage B it makes the sample ready, and no new slot is claimed
+            # before that.
             l_nz = Signal(range(rows0 + 1))
             nonzero = Signal()
             xcount = Array(Signal(range(rows0 + 1), name=f"xcount{h}") for h in range(2))
             scount = Array(Signal(range(rows0 + 1), name=f"scount{s}")
                            for s in range(p.slots))
-            word = Signal(p.x_word)
+            bq = Signal()           # a beat in stage B
+            bq_word = Signal(p.x_word)
+            bq_nz, bq_end, bq_last = Signal(), Signal(), Signal()
+            bq_label = Signal(4)
             m.d.comb += [nonzero.eq(self.i.payload.pixels.as_value().any()),
-                         word.pix.eq(values), word.row.eq(self.i.payload.row)]
-            with m.If(~l_active):
+                         finishing.eq(bq & bq_end)]
+            load_label = bq_label
+            m.d.sync += bq.eq(self.i.valid & self.i.ready)
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += [bq_word.pix.eq(values), bq_word.row.eq(self.i.payload.row),
+                             bq_nz.eq(nonzero), bq_end.eq(self.i.payload.end),
+                             bq_label.eq(self.i.payload.label),
+                             bq_last.eq(self.i.payload.last), l_count.eq(l_count + 1)]
+                with m.If(self.i.payload.end):
+                    m.d.sync += l_active.eq(0)
+            with m.If(~l_active & ~bq):
                 m.d.sync += l_nz.eq(0)
             m.d.comb += [
-                xb_w.addr.eq(l_half * rows0 + l_nz), xb_w.data.eq(word),
-                sx_w.addr.eq(l_base + l_nz), sx_w.data.eq(word),
+                xb_w.addr.eq(l_half * rows0 + l_nz), xb_w.data.eq(bq_word),
+                sx_w.addr.eq(l_base + l_nz), sx_w.data.eq(bq_word),
             ]
+            with m.If(bq & bq_nz):
+                m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
+                m.d.sync += l_nz.eq(l_nz + 1)
+            with m.If(finishing):
+                m.d.comb += load_last.eq(1)
+                m.d.sync += [ready.eq(1), r_slot.eq(l_slot), r_half.eq(l_half),
+                             r_label.eq(bq_label), r_last.eq(bq_last),
+                             xcount[l_half].eq(l_nz + bq_nz), scount[l_slot].eq(l_nz + bq_nz)]
             fwd_count, bwd_count = xcount[r_half], scount[bwd.slot]
             m.d.comb += [self.stash_words[s].eq(scount[s]) for s in range(p.slots)]
         else:
@@ -345,21 +374,14 @@ class TrainingCore(wiring.Component):
                 xb_w.addr.eq(l_half * rows0 + l_count), xb_w.data.eq(values),
                 sx_w.addr.eq(l_base + l_count), sx_w.data.eq(values),
             ]
-        with m.If(self.i.valid & self.i.ready):
-            if p.skip_zeros:
-                with m.If(nonzero):
-                    m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
-                    m.d.sync += l_nz.eq(l_nz + 1)
-            else:
+            with m.If(self.i.valid & self.i.ready):
                 m.d.comb += [xb_w.en.eq(1), sx_w.en.eq(1)]
-            m.d.sync += l_count.eq(l_count + 1)
-            with m.If(self.i.payload.end if p.skip_zeros else l_count == rows0 - 1):
-                m.d.comb += load_last.eq(1)
-                m.d.sync += [l_active.eq(0), ready.eq(1), r_slot.eq(l_slot), r_half.eq(l_half),
-                             r_label.eq(self.i.payload.label), r_last.eq(self.i.payload.last)]
-                if p.skip_zeros:
-                    m.d.sync += [xcount[l_half].eq(l_nz + nonzero),
-                                 scount[l_slot].eq(l_nz + nonzero)]
+                m.d.sync += l_count.eq(l_count + 1)
+                with m.If(l_count == rows0 - 1):
+                    m.d.comb += load_last.eq(1)
+                    m.d.sync += [l_active.eq(0), ready.eq(1), r_slot.eq(l_slot),
+                                 r_half.eq(l_half), r_label.eq(self.i.payload.label),
+                                 r_last.eq(self.i.payload.last)]
 
         # ---- controller --------------------------------------------------------------------
         cur_slot = Signal(range(p.slots))
@@ -491,7 +513,7 @@ class TrainingCore(wiring.Component):
         lab_valid = Signal()
         look = Signal.like(label_in)
         commit = Signal()           # RESULT writes the label table at this edge
-        m.d.comb += look.eq(Mux(load_last, self.i.payload.label[:len(label_in)], label_in))
+        m.d.comb += look.eq(Mux(load_last, load_label[:len(label_in)], label_in))
         hit = commit & (cur_label == look)
         m.d.sync += [lab_slot.eq(Mux(hit, cur_slot, slot_of[look])),
                      lab_valid.eq(hit | valid.bit_select(look, 1))]
@@ -501,8 +523,8 @@ class TrainingCore(wiring.Component):
                 # An open batch is state, not work: its accumulators wait for more samples.
                 # A fused update's last word is written in the first cycle of WAIT (its stage
                 # 3, two cycles after the backward engine is done): idle waits for it.
-                m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~pend
-                                         & ~upd.writing)
+                m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~finishing
+                                         & ~pend & ~upd.writing)
                 m.d.comb += bwd.slot.eq(Mux(self.schedule == PIPELINED, pend_slot, lab_slot))
                 with m.If(ready):
                     m.d.comb += take.eq(1)

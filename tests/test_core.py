@@ -53,21 +53,28 @@ def test_core_is_bit_exact(layers, K, N, batch, n, thr, schedule):
     data = random_data(np.random.default_rng(sum(layers) + n), n, layers[0], layers[-1],
                        repeat=0.5)
     threshold = thr if schedule == "speculative" else 0.0
-    init, ref = golden_run(layers, batch, data, threshold, p)
-    # With poisoned collisions: a memory word read in the cycle it is written reads inverted,
-    # as the hardware may read anything then (the memories' no_rw_check); the core never uses
-    # such a read (these runs have them, on the weights' port B during updates and on the
-    # buffers), so the run stays bit-exact.
+    run, ref = run_checked(p, schedule, batch, data, threshold)
+    assert run.counters["samples"] == n
+    if schedule == "speculative" and layers == (16, 8, 8, 4):
+        assert {ACCEPTED, REJECTED} <= set(ref.trace["kind"].tolist())
+
+
+def run_checked(p, schedule, batch, data, threshold):
+    """The core and the golden model on ``data``: equal weights, decisions and counters.
+
+    With poisoned collisions: a memory word read in the cycle it is written reads inverted, as
+    the hardware may read anything then (the memories' no_rw_check); the core never uses such
+    a read (these runs have them, on the weights' port B during updates and on the buffers),
+    so the run stays bit-exact."""
+    init, ref = golden_run(p.layers, batch, data, threshold, p)
     run = run_pysim(p, init, data.train_images, data.train_labels, schedule=schedule,
-                    threshold=p.fmt.threshold_int(threshold, layers[-1]), batch=batch,
+                    threshold=p.fmt.threshold_int(threshold, p.classes), batch=batch,
                     poison_collisions=True)
     check_equal(run, ref)
     kinds = ref.trace["kind"]
-    assert run.counters["samples"] == n
     assert run.counters["accepted"] == (kinds == ACCEPTED).sum()
     assert run.counters["rejected"] == (kinds == REJECTED).sum()
-    if schedule == "speculative" and layers == (16, 8, 8, 4):
-        assert {ACCEPTED, REJECTED} <= set(kinds.tolist())
+    return run, ref
 
 
 @pytest.mark.parametrize("poison", [False, True])

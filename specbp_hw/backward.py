@@ -27,7 +27,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import narrow_scaled, tree_sum
-from .params import LANE_GROUP, CoreParams, addr_width, lookahead, next_loader
+from .params import LANE_GROUP, CoreParams, addr_width, lookahead, next_loader, read_ahead
 from .replica import replicate
 
 __all__ = ["BackwardEngine"]
@@ -201,18 +201,9 @@ class BackwardEngine(wiring.Component):
             # memory's output word j + 2, and ``xaddr`` addresses j + 3. ``more1``: word j + 1
             # exists (else the next row is the bias row); ``rem``: the words after j. Three
             # cycles (XP0 to XP2) before each sweep fill this pipeline.
-            rows0 = p.rows(0)
-            xq1 = Signal(p.x_word)
-            rem = Signal(range(rows0 + 1))
-            more1 = Signal()
-            count = Signal(range(rows0 + 1))
-            nxt = Signal.like(addr)
-            m.d.comb += nxt.eq(Mux(more1, xq1.row, rows0))
+            count = Signal(range(p.rows(0) + 1))
+            xq1, rem, more1, nxt, advance = read_ahead(m, p, self.x_rd, x_q, xaddr, addr)
             assert c0 == 1 and p.base(0) == 0
-
-            def advance():
-                return [x_q.eq(xq1.pix), xq1.eq(self.x_rd.data), xaddr.eq(xaddr + 1),
-                        rem.eq(Mux(rem == 0, 0, rem - 1)), more1.eq(rem > 1)]
         else:
             m.d.sync += x_q.eq(self.x_rd.data)
 

@@ -17,7 +17,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import narrow_leaky, tree_sum
-from .params import CoreParams, addr_width, lookahead
+from .params import CoreParams, addr_width, lookahead, read_ahead
 from .replica import replicate
 from .softmax import Softmax
 
@@ -171,20 +171,11 @@ class ForwardEngine(wiring.Component):
             # weight address), the memory's output word j + 2, and ``xa`` addresses j + 3.
             # ``more1``: word j + 1 exists (else the next row is the bias row); ``rem``: the
             # words after j. Two cycles (PRIME1, PRIME2) after the start fill the pipeline.
-            rows0 = p.rows(0)
             xa = Signal(range(p.xbuf_depth))
-            xq1 = Signal(p.x_word)
             xpix = Signal(p.value_word)
-            rem = Signal(range(rows0 + 1))
-            more1 = Signal()
-            nxt = Signal.like(addr)     # the next issue's row in layer 0 = its weight word
-            m.d.comb += [nxt.eq(Mux(more1, xq1.row, rows0)), self.x_rd.addr.eq(xa)]
+            xq1, rem, more1, nxt, advance = read_ahead(m, p, self.x_rd, xpix, xa, addr)
+            m.d.comb += self.x_rd.addr.eq(xa)
             assert p.cols(0) == 1 and p.base(0) == 0
-
-            def advance():
-                # Word j + 1 becomes the issued one, j + 2 the next.
-                return [xpix.eq(xq1.pix), xq1.eq(self.x_rd.data), xa.eq(xa + 1),
-                        rem.eq(Mux(rem == 0, 0, rem - 1)), more1.eq(rem > 1)]
         else:
             # The bias row reads the word after the half's last (its data is not used).
             m.d.comb += self.x_rd.addr.eq(half_n * p.rows(0) + row_n)

@@ -44,6 +44,28 @@ def lookahead(m, reg):
     return nxt
 
 
+def read_ahead(m, params, rd, pix, ptr, row_like):
+    """The read-ahead of a ``skip_zeros`` engine over stored words (:attr:`CoreParams.x_word`).
+
+    At the issue of word j, ``pix`` holds word j's pixels, the returned ``xq1`` word j + 1, the
+    read port ``rd`` gives word j + 2 and the counter ``ptr`` (its address) is at j + 3.
+    ``more1``: word j + 1 exists; ``rem``: the words after j; ``nxt``: the next issue's row
+    (``xq1``'s, or the bias row ``rows(0)`` after the last word). ``advance()`` returns the
+    statements that move to word j + 1. Returns ``(xq1, rem, more1, nxt, advance)``.
+    """
+    rows0 = params.rows(0)
+    xq1 = Signal(params.x_word)
+    rem = Signal(range(rows0 + 1))
+    more1 = Signal()
+    nxt = Signal.like(row_like)
+    m.d.comb += nxt.eq(Mux(more1, xq1.row, rows0))
+
+    def advance():
+        return [pix.eq(xq1.pix), xq1.eq(rd.data), ptr.eq(ptr + 1),
+                rem.eq(Mux(rem == 0, 0, rem - 1)), more1.eq(rem > 1)]
+    return xq1, rem, more1, nxt, advance
+
+
 # Lanes the backward engine sums together in the first of its two delta-phase summing stages
 # (CoreParams.delta_sum_stages).
 LANE_GROUP = 4

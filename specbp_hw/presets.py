@@ -45,6 +45,8 @@ _PRESET_LIST = [
     Preset("paper-x2-skip", "paper-x2 skipping the first layer's all-zero input words "
            "(skip_zeros: the same results, cycles per sample from its nonzero words)",
            inputs=2, softmax_ways=10, softmax_div_bits=2, skip_zeros=True),
+    Preset("paper-skip", "paper skipping the first layer's all-zero input words (skip_zeros)",
+           skip_zeros=True),
     Preset("paper-n4", "784-16-16-10, 16-bit, 4 MACs per engine (1 input x 4 lanes)",
            lanes=4),
     Preset("small", "784-16-10 (one hidden layer), 16-bit, 16 MACs per engine",

@@ -79,7 +79,8 @@ class CycleModel:
         p = self.params
         words = sum(p.cols(l) * (p.rows(l) + 1) for l in range(p.n_layers))
         fill = 2 if p.skip_zeros else 0
-        return (words - self._skipped(n) + fill + 3 * p.n_layers + softmax_latency(p)
+        # Each layer drains four stages (the words, operands, products, sums) before the next.
+        return (words - self._skipped(n) + fill + 4 * p.n_layers + softmax_latency(p)
                 + p.cols(p.n_layers - 1) + 2)
 
     def backward_cycles(self, n=None):

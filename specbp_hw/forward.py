@@ -120,8 +120,11 @@ class ForwardEngine(wiring.Component):
         half = Signal()
         stash = Signal()
 
-        # The memories are addressed with the issue counters' next values, so a word arrives in
-        # the cycle its address is issued (stage 0) and is registered before it is used.
+        # The memories are addressed with the issue counters themselves (flip-flops, no logic
+        # between them and the block RAMs' address pins: the 85F's critical path was the
+        # choice of the next address into the weights' block RAMs across the die, at every
+        # build from d353efe to 7b7d4a1), so the word of the row issued in stage 0 arrives a
+        # cycle later, in stage D, and is registered there. The counters load ``*_n``.
         addr_n, row_n, half_n = (lookahead(m, s) for s in (addr, row, half))
         # The issue counters' tests and next addresses, kept in registers beside them, so that
         # the weights' read address is a choice among registers: no compare or adder between
@@ -147,7 +150,10 @@ class ForwardEngine(wiring.Component):
                     addr_col.eq(first_addr_col[l]), addr_next.eq(next_base[l]),
                     last_layer.eq(l == L - 1)]
 
-        # Pipeline registers. Stage 1: operands. Stage 2: products. Stage 3: sums.
+        # Pipeline registers. Stage D: the issued row's words. Stage 1: operands. Stage 2:
+        # products. Stage 3: sums.
+        vd, row0d, row_endd = Signal(), Signal(), Signal()
+        cold = Signal.like(col, name="cold")
         v1, v2, v3 = Signal(), Signal(), Signal()
         first1, first2 = Signal(), Signal()
         last1, last2 = Signal(), Signal()
@@ -159,7 +165,7 @@ class ForwardEngine(wiring.Component):
         acc = Signal(data.ArrayLayout(signed(acc_width), N))
 
         m.d.comb += [
-            self.w_rd.addr.eq(addr_n),
+            self.w_rd.addr.eq(addr),
             self.w_rd.en.eq(1),
             self.x_rd.en.eq(1),
         ]
@@ -175,12 +181,15 @@ class ForwardEngine(wiring.Component):
             xpix = Signal(p.value_word)
             xq1, rem, more1, nxt, advance = read_ahead(m, p, self.x_rd, xpix, xa, addr)
             m.d.comb += self.x_rd.addr.eq(xa)
+            # The issued word's pixels, a cycle later beside its weight word.
+            xpixd = Signal(p.value_word)
+            m.d.sync += xpixd.eq(xpix)
             assert p.cols(0) == 1 and p.base(0) == 0
         else:
             # The bias row reads the word after the half's last (its data is not used).
-            m.d.comb += self.x_rd.addr.eq(half_n * p.rows(0) + row_n)
+            m.d.comb += self.x_rd.addr.eq(half * p.rows(0) + row)
 
-        # Stage 0 -> 1: the operands. The inputs come from the input buffer's word (layer 0) or
+        # Stage D -> 1: the operands. The inputs come from the input buffer's word (layer 0) or
         # the local activations (hidden layers); the bias row's input is 1. A hidden layer's
         # first row takes its inputs from the activations, each at a fixed index, and the
         # other rows from a shift register ``hin`` that the first row loads with the rest
@@ -189,21 +198,22 @@ class ForwardEngine(wiring.Component):
         # path_estimate.py, 11.7 ns).
         hin_len = max(p.layers[l] for l in range(1, L)) - K
         hin = Signal(data.ArrayLayout(signed(fmt.act.width), max(hin_len, 1)))
-        with m.If(issuing):
+        m.d.sync += [vd.eq(issuing), row0d.eq(row0), row_endd.eq(row_end), cold.eq(col)]
+        with m.If(vd):
             m.d.sync += w1.eq(self.w_rd.data)
             for k in range(K):
                 x = Signal(signed(p.input_width), name=f"x{k}")
                 with m.If(layer == 0):
-                    m.d.comb += x.eq(Mux(row_end, (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
-                                         xpix[k] if S else self.x_rd.data[k]))
+                    m.d.comb += x.eq(Mux(row_endd, (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
+                                         xpixd[k] if S else self.x_rd.data[k]))
                 for l in range(1, L):
                     with m.If(layer == l):
                         rest = hin[k] if p.rows(l) > 1 else 0
-                        m.d.comb += x.eq(Mux(row_end, (1 << fmt.act.frac) if k == 0 else 0,
-                                             Mux(row0, acts[l - 1][k], rest)))
+                        m.d.comb += x.eq(Mux(row_endd, (1 << fmt.act.frac) if k == 0 else 0,
+                                             Mux(row0d, acts[l - 1][k], rest)))
                 m.d.sync += x1[k].eq(x)
-            with m.If(~row_end & (layer != 0)):
-                with m.If(row0):
+            with m.If(~row_endd & (layer != 0)):
+                with m.If(row0d):
                     for l in range(1, L):
                         with m.If(layer == l):
                             m.d.sync += [hin[j].eq(acts[l - 1][j + K])
@@ -211,7 +221,7 @@ class ForwardEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += [hin[j].eq(hin[j + K]) for j in range(hin_len - K)]
         m.d.sync += [
-            v1.eq(issuing), first1.eq(row0), last1.eq(row_end), col1.eq(col),
+            v1.eq(vd), first1.eq(row0d), last1.eq(row_endd), col1.eq(cold),
             v2.eq(v1), first2.eq(first1), last2.eq(last1), col2.eq(col1),
             v3.eq(v2 & last2), col3.eq(col2),
         ]
@@ -292,7 +302,7 @@ class ForwardEngine(wiring.Component):
 
         # The next layer may issue from the cycle after the last block's write (stage 3): its
         # inputs are registered from the local activations one cycle after issue.
-        layer_done = ~(v1 | v2 | issuing)
+        layer_done = ~(vd | v1 | v2 | issuing)
         m.d.comb += self.done.eq(0)
         for c in range(p.classes):
             m.d.comb += softmax.i.payload[c].eq(logits[c])

@@ -149,9 +149,12 @@ class BackwardEngine(wiring.Component):
             m.d.sync += prod[i].eq(op_a[i] * dsel[i % N])
 
         # Issue-stage counters shared by the delta and gradient phases. The weights and the
-        # stash pixels are read with the counters' next values, so their words arrive in the
-        # issue cycle (stage 0) and go through a register before the multipliers; the
-        # accumulators are read with ``addr`` itself (their word is needed a stage later).
+        # accumulators are read with ``addr`` itself (flip-flops into the block RAMs' address
+        # pins: the next-address choice into the weights' block RAMs ranked among the 85F
+        # netlist's longest paths), so their words arrive a cycle after the issue: the
+        # accumulator's is needed a stage later anyway, and a delta layer's weight word goes
+        # through a stage D of its own before the operands. The stash pixels are read ahead
+        # (below).
         layer = Signal(range(L))
         row = Signal(range(max(p.rows(l) for l in range(L)) + 1))
         col = Signal(range(max(p.cols(l) for l in range(L))))
@@ -173,7 +176,7 @@ class BackwardEngine(wiring.Component):
         cols = Array(Const(p.cols(l)) for l in range(L))
 
         m.d.comb += [
-            self.w_rd.addr.eq(addr_n), self.w_rd.en.eq(1),
+            self.w_rd.addr.eq(addr), self.w_rd.en.eq(1),
             self.g_rd.addr.eq(addr), self.g_rd.en.eq(1),
         ]
 
@@ -234,14 +237,23 @@ class BackwardEngine(wiring.Component):
             with m.Else():
                 m.d.sync += [hin[j].eq(hin[j + K]) for j in range(hin_len - K)]
 
-        # Stage 0 -> 1: the operands. In the gradient phase every lane of input k multiplies
-        # ``a_k``: a stash pixel (layer 0) or a local activation (``hin``), 1 on the bias row.
-        with m.If(issuing):
+        # Stage 0 (gradient phase) or D (delta phase) -> 1: the operands. In the gradient
+        # phase every lane of input k multiplies ``a_k``: a stash pixel (layer 0) or a local
+        # activation (``hin``), 1 on the bias row. In the delta phase the weight word of the
+        # row issued a cycle earlier, with that issue's column block and row (stage D).
+        vd, cold, rowd = Signal(), Signal.like(col, name="cold"), Signal.like(row, name="rowd")
+        m.d.sync += [vd.eq(issuing & ~mode_grad), cold.eq(col), rowd.eq(row)]
+        iv = Signal()
+        icol = Signal.like(col)
+        irow = Signal.like(row)
+        m.d.comb += [iv.eq(Mux(mode_grad, issuing, vd)), icol.eq(Mux(mode_grad, col, cold)),
+                     irow.eq(Mux(mode_grad, row, rowd))]
+        with m.If(iv):
             for l in range(L):
                 with m.If(layer == l):
                     dblocks = Array(Cat(*(deltas[l][c * N + n] for n in range(N)))
                                     for c in range(p.cols(l)))
-                    m.d.sync += dsel.as_value().eq(dblocks[col])
+                    m.d.sync += dsel.as_value().eq(dblocks[icol])
             for k in range(K):
                 a_k = Signal(signed(p.input_width), name=f"a{k}")
                 with m.If(layer == 0):
@@ -252,8 +264,8 @@ class BackwardEngine(wiring.Component):
                     m.d.sync += op_a[k * N + n].eq(Mux(mode_grad, a_k,
                                                        self.w_rd.data[k * N + n]))
         m.d.sync += [
-            v1.eq(issuing), first1.eq(col == 0), last1.eq(col == cols[layer] - 1),
-            bias1.eq(row == rows[layer]), row1.eq(row), addr1.eq(addr), layer1.eq(layer),
+            v1.eq(iv), first1.eq(icol == 0), last1.eq(icol == cols[layer] - 1),
+            bias1.eq(row == rows[layer]), row1.eq(irow), addr1.eq(addr), layer1.eq(layer),
             v2.eq(v1), first2.eq(first1), last2.eq(last1), row2.eq(row1), addr2.eq(addr1),
             layer2.eq(layer1), bias2.eq(bias1),
             gdat2.eq(self.g_rd.data),
@@ -288,7 +300,7 @@ class BackwardEngine(wiring.Component):
                     m.d.sync += eacc[k].eq(Mux(first3, 0, eacc[k]) + total)
             m.d.sync += [v4.eq(v3 & last3), row4.eq(row3)]
             v_nar, row_nar = v4, row4
-            drain = [issuing, v1, v2, v3]
+            drain = [issuing, vd, v1, v2, v3]
         else:
             with m.If(v2 & ~mode_grad):
                 for k in range(K):
@@ -296,7 +308,7 @@ class BackwardEngine(wiring.Component):
                     m.d.sync += eacc[k].eq(Mux(first2, 0, eacc[k]) + total)
             m.d.sync += [v3.eq(v2 & last2 & ~mode_grad), row3.eq(row2)]
             v_nar, row_nar = v3, row3
-            drain = [issuing, v1, v2]
+            drain = [issuing, vd, v1, v2]
         # The delta of layer l-1 from e = W_l d_l: d_l has prob_frac fraction bits at the
         # output layer, delta.frac elsewhere. narrow_scaled computes e and its leaky scaling
         # side by side; a shift below 1 is aligned to s = 1 first (round_shift(v << j, s)

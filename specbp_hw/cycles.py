@@ -86,7 +86,7 @@ class CycleModel:
     def backward_cycles(self, n=None):
         """A backward pass (fetch, deltas, gradients) over a slot of ``n`` stored words."""
         p = self.params
-        drain = 2 + p.delta_sum_stages
+        drain = 3 + p.delta_sum_stages         # stages D, 1, the sums and the narrowing
         deltas = sum(p.rows(l) * p.cols(l) + drain for l in range(1, p.n_layers))
         fill = 3 if p.skip_zeros else 0
         return p.act_words_per_slot + deltas + p.depth - self._skipped(n) + fill + 5

@@ -22,10 +22,14 @@ stash pixels (per slot)   write: loader               read: backward engine
 stash activations + y     write: forward engine       read: backward engine
 ========================  ==========================  ===========================================
 
-The engines address the weights, the input buffer, the stash pixels and (update) the
-accumulators with their issue counters' next values (:func:`specbp_hw.params.lookahead`) and
-register each word before the logic that uses it, so no block RAM output drives a multiplier
-or a compare directly; the cycle counts are those of reading with the counters themselves.
+The forward and backward engines address the weights, the input buffer and the accumulators
+with their issue counters' registers, and the stash pixels (and, when skipping zero words, the
+input buffer) with counters of their own, read ahead; the update engine addresses the
+accumulators with its counter's next value (:func:`specbp_hw.params.lookahead`). Every engine
+registers each word before the logic that uses it, so no block RAM output drives a multiplier
+or a compare directly, and no logic drives the engines' weight addresses: a word read with a
+register arrives a cycle after its issue, and the engines give it a stage of its own (one
+cycle more per layer, in the cycle model).
 The input buffer and the stash pixels hold u0.8 values (:attr:`CoreParams.value_word`): the
 loader converts each pixel as it writes it, so the engines use the words as they are read.
 

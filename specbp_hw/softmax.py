@@ -57,7 +57,7 @@ def _schedule(fmt, classes, ways, div_bits):
 
     ``max``: the sequential scan (``classes - 1``) or the comparison tree (two levels per
     cycle); ``issue``: one group of ``ways`` classes per cycle into the exponential pipeline;
-    ``drain``: its ``t`` / product / table / shift stages and the adder tree (two levels per
+    ``drain``: its ``t`` / product / table / table word / shift stages and the adder tree (two levels per
     cycle, the accumulation of several groups counting as one more level); ``multiples``: the
     divisor multiples ``k * S`` of a radix above 2; ``divide``: one quotient digit per cycle;
     ``scale``: one group per cycle; ``flush``: the round-and-saturate stage.
@@ -71,7 +71,7 @@ def _schedule(fmt, classes, ways, div_bits):
     return {
         "max": max_cycles,
         "issue": groups,
-        "drain": 3 + _ceil_div(sum_levels, 2),
+        "drain": 4 + _ceil_div(sum_levels, 2),
         "multiples": int(div_bits > 1),
         "divide": _ceil_div(fmt.recip_frac + 1, div_bits),
         "scale": groups,
@@ -83,11 +83,11 @@ def softmax_latency(fmt, classes, *, ways=1, div_bits=1):
     """:attr:`Softmax.latency` of ``Softmax(fmt, classes, ways=ways, div_bits=div_bits)``,
     without building the component.
 
-    ``max + 2 * groups + 4 + ceil(sum_levels / 2) + (div_bits > 1) +
+    ``max + 2 * groups + 5 + ceil(sum_levels / 2) + (div_bits > 1) +
     ceil((recip_frac + 1) / div_bits)``, where ``groups = ceil(classes / ways)``,
     ``max = classes - 1`` if ``ways == 1`` else ``ceil(ceil(log2(classes)) / 2)``, and
     ``sum_levels = ceil(log2(ways)) + (groups > 1)``. With ``ways=1, div_bits=1`` this is
-    ``3 * classes + recip_frac + 5``.
+    ``3 * classes + recip_frac + 6``.
 
     Raises the same exceptions as :class:`Softmax`.
     """
@@ -176,8 +176,8 @@ class Softmax(wiring.Component):
     Notes
     -----
     Latency: ``o.valid`` rises :attr:`latency` cycles (:func:`softmax_latency`) after the clock
-    edge of the input transfer: ``3 * classes + recip_frac + 5`` by default (52 for 10 classes
-    and the default format), 20 with ``ways=10, div_bits=2``. A new input is accepted only once
+    edge of the input transfer: ``3 * classes + recip_frac + 6`` by default (53 for 10 classes
+    and the default format), 21 with ``ways=10, div_bits=2``. A new input is accepted only once
     the previous output has been taken (``i.ready`` is high only while idle). Throughput: at
     most one sample per ``latency + 2`` cycles. The output payload is held stable until its
     transfer, and after it until the next input transfer (``y`` until that input's scaling
@@ -306,12 +306,14 @@ class Softmax(wiring.Component):
         t_valid = Signal()
         prod_valid = Signal()
         rom_valid = Signal()
+        romq_valid = Signal()
         p_valid = Signal()
         m.d.sync += [
             t_valid.eq(issue),
             prod_valid.eq(t_valid),
             rom_valid.eq(prod_valid),
-            p_valid.eq(rom_valid),
+            romq_valid.eq(rom_valid),
+            p_valid.eq(romq_valid),
         ]
         # The unused lanes of the last group get the largest shift, hence p = 0.
         last_issue = Signal()
@@ -323,13 +325,18 @@ class Softmax(wiring.Component):
             t = Signal(unsigned(W), name=f"t{j}")     # max - z >= 0 fits W bits unsigned
             prod = Signal(unsigned(W + LOG2E.bit_length() + 1), name=f"prod{j}")
             n = Signal(range(n_max + 1), name=f"n{j}")
+            nq = Signal(range(n_max + 1), name=f"nq{j}")
+            romq = Signal(unsigned(ef + 1), name=f"romq{j}")
             p = Signal(unsigned(ef + 1), name=f"p{j}")
             rom = roms[j]
             m.d.sync += [
                 t.eq(zmax - z_sr[j]),
                 # Adding the rounding half here keeps the ROM address free of any adder.
                 prod.eq(t * LOG2E + (1 << (v_shift - 1))),
-                p.eq(rom.data >> n),
+                # The table's word is registered before the shift (a block RAM's output
+                # through a shifter into p was the 25F's critical path at d2c2840, 12.6 ns).
+                romq.eq(rom.data), nq.eq(n),
+                p.eq(romq >> nq),
             ]
             n_full = prod[v_shift + ib:]
             saturate = n_full > n_max

@@ -372,7 +372,11 @@ class BackwardEngine(wiring.Component):
             # cycle that reports the end of this one.
             # The counters' first values, whether or not a pass starts (a gradient-only pass
             # issues from word 0, a delta pass sets them again after its fetch).
-            m.d.comb += [self.x_rd.addr.eq(x_first), row_n.eq(0), addr_n.eq(0)]
+            m.d.comb += [row_n.eq(0), addr_n.eq(0)]
+            if not S:
+                # (Skipping zero words, a pass reads its first word in XP0, from ``xaddr``:
+                # the start decision reaches no block RAM address.)
+                m.d.comb += self.x_rd.addr.eq(x_first)
             with m.If(self.start):
                 m.d.sync += [x_base.eq(x_first),
                              a_base.eq(p.slot_bases(wps)[self.slot]), label.eq(self.label),

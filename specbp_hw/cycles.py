@@ -3,10 +3,10 @@
 Checked against the RTL's per-step cycle counts and counters in ``tests/test_cycles.py``. The
 terms follow the engines' structure (see their module docstrings):
 
-- forward pass: every layer's ``cols * (rows + 1)`` weight words, a 3-cycle pipeline drain per
+- forward pass: every layer's ``cols * (rows + 1)`` weight words, a 4-cycle pipeline drain per
   layer, the softmax latency, one cycle per ``y`` word, 2 cycles of start/finish;
 - backward pass: the stash fetch (one word per cycle), the deltas of the layers after the first
-  (``rows * cols`` words each plus a drain of 3 cycles and one more per extra summing stage,
+  (``rows * cols`` words each plus a drain of 4 cycles and one more per extra summing stage,
   ``CoreParams.delta_sum_stages``), one gradient sweep over all ``depth`` words,
   5 cycles of start/drain/finish;
 - undo of a rejected speculation: one gradient sweep, ``depth + 4`` (one cycle between its
@@ -14,7 +14,7 @@ terms follow the engines' structure (see their module docstrings):
 - batch update: none when the batch's last backward pass is the step's own (serial, pipelined,
   or a speculative step that was not accepted): that pass is *fused* with the update, which
   takes each word's final sums from the sweep at no extra cycles. A batch that ends on an
-  accepted speculation needs a separate update sweep of ``depth + 4`` cycles.
+  accepted speculation needs a separate update sweep of ``depth + 5`` cycles.
 
 With ``skip_zeros`` (:class:`~specbp_hw.params.CoreParams`) a pass's first layer has the
 sample's ``n`` stored (nonzero) words and the bias row instead of every row: the forward pass
@@ -110,7 +110,7 @@ class CycleModel:
 
     @property
     def update(self):
-        return self.params.depth + 4
+        return self.params.depth + 5         # a registered start, the sweep, 4 stages
 
     # -- steps (from taking the sample to emitting its result; the update is separate) -------
 

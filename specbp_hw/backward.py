@@ -148,13 +148,15 @@ class BackwardEngine(wiring.Component):
         for i in range(K * N):
             m.d.sync += prod[i].eq(op_a[i] * dsel[i % N])
 
-        # Issue-stage counters shared by the delta and gradient phases. The weights and the
-        # accumulators are read with ``addr`` itself (flip-flops into the block RAMs' address
-        # pins: the next-address choice into the weights' block RAMs ranked among the 85F
-        # netlist's longest paths), so their words arrive a cycle after the issue: the
-        # accumulator's is needed a stage later anyway, and a delta layer's weight word goes
-        # through a stage D of its own before the operands. The stash pixels are read ahead
-        # (below).
+        # Issue-stage counters shared by the delta and gradient phases. The weights are read
+        # with the counters' next values, so their words arrive in the issue cycle (stage 0)
+        # and go through a register before the multipliers; the accumulators are read with
+        # ``addr`` itself (their word is needed a stage later). With ``fmax_stages`` the
+        # weights too are read with ``addr`` (flip-flops into the block RAMs' address pins:
+        # the next-address choice into the weights' block RAMs was the 85F's critical path at
+        # 4d3cccf, 12.86 ns), and a delta layer's weight word goes through a stage D of its own
+        # before the operands. The stash pixels are read ahead (below).
+        R = p.fmax_stages
         layer = Signal(range(L))
         row = Signal(range(max(p.rows(l) for l in range(L)) + 1))
         col = Signal(range(max(p.cols(l) for l in range(L))))
@@ -176,7 +178,7 @@ class BackwardEngine(wiring.Component):
         cols = Array(Const(p.cols(l)) for l in range(L))
 
         m.d.comb += [
-            self.w_rd.addr.eq(addr), self.w_rd.en.eq(1),
+            self.w_rd.addr.eq(addr if R else addr_n), self.w_rd.en.eq(1),
             self.g_rd.addr.eq(addr), self.g_rd.en.eq(1),
         ]
 
@@ -239,15 +241,18 @@ class BackwardEngine(wiring.Component):
 
         # Stage 0 (gradient phase) or D (delta phase) -> 1: the operands. In the gradient
         # phase every lane of input k multiplies ``a_k``: a stash pixel (layer 0) or a local
-        # activation (``hin``), 1 on the bias row. In the delta phase the weight word of the
-        # row issued a cycle earlier, with that issue's column block and row (stage D).
-        vd, cold, rowd = Signal(), Signal.like(col, name="cold"), Signal.like(row, name="rowd")
-        m.d.sync += [vd.eq(issuing & ~mode_grad), cold.eq(col), rowd.eq(row)]
-        iv = Signal()
-        icol = Signal.like(col)
-        irow = Signal.like(row)
-        m.d.comb += [iv.eq(Mux(mode_grad, issuing, vd)), icol.eq(Mux(mode_grad, col, cold)),
-                     irow.eq(Mux(mode_grad, row, rowd))]
+        # activation (``hin``), 1 on the bias row. In the delta phase the weight word, with
+        # ``fmax_stages`` that of the row issued a cycle earlier, with that issue's column
+        # block and row (stage D).
+        if R:
+            vd = Signal()
+            cold, rowd = Signal.like(col, name="col_d"), Signal.like(row, name="row_d")
+            m.d.sync += [vd.eq(issuing & ~mode_grad), cold.eq(col), rowd.eq(row)]
+            iv, icol, irow = Signal(), Signal.like(col), Signal.like(row)
+            m.d.comb += [iv.eq(Mux(mode_grad, issuing, vd)),
+                         icol.eq(Mux(mode_grad, col, cold)), irow.eq(Mux(mode_grad, row, rowd))]
+        else:
+            vd, iv, icol, irow = Const(0), issuing, col, row
         with m.If(iv):
             for l in range(L):
                 with m.If(layer == l):

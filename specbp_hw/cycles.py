@@ -3,10 +3,10 @@
 Checked against the RTL's per-step cycle counts and counters in ``tests/test_cycles.py``. The
 terms follow the engines' structure (see their module docstrings):
 
-- forward pass: every layer's ``cols * (rows + 1)`` weight words, a 4-cycle pipeline drain per
+- forward pass: every layer's ``cols * (rows + 1)`` weight words, a 3-cycle pipeline drain per
   layer, the softmax latency, one cycle per ``y`` word, 2 cycles of start/finish;
 - backward pass: the stash fetch (one word per cycle), the deltas of the layers after the first
-  (``rows * cols`` words each plus a drain of 4 cycles and one more per extra summing stage,
+  (``rows * cols`` words each plus a drain of 3 cycles and one more per extra summing stage,
   ``CoreParams.delta_sum_stages``), one gradient sweep over all ``depth`` words,
   5 cycles of start/drain/finish;
 - undo of a rejected speculation: one gradient sweep, ``depth + 4`` (one cycle between its
@@ -14,7 +14,7 @@ terms follow the engines' structure (see their module docstrings):
 - batch update: none when the batch's last backward pass is the step's own (serial, pipelined,
   or a speculative step that was not accepted): that pass is *fused* with the update, which
   takes each word's final sums from the sweep at no extra cycles. A batch that ends on an
-  accepted speculation needs a separate update sweep of ``depth + 5`` cycles.
+  accepted speculation needs a separate update sweep of ``depth + 4`` cycles.
 
 With ``skip_zeros`` (:class:`~specbp_hw.params.CoreParams`) a pass's first layer has the
 sample's ``n`` stored (nonzero) words and the bias row instead of every row: the forward pass
@@ -23,6 +23,10 @@ the undo ``rows(0) - n`` fewer and 3 and 2 more; no pass is fused, so every batc
 update sweep. The cycles of a step then depend on its sample and on the sample its backward
 pass reads (the label's stash entry, or the previous sample when pipelined): pass the samples'
 labels and stored words to :meth:`CycleModel.step_cycles`.
+
+With ``fmax_stages`` (registered read addresses and the stages after them) a forward pass
+takes one cycle more per layer and one in the softmax, a backward pass one more per delta
+layer, and an update sweep one more.
 
 MAC bounds (the issue's F* and B*): the multiply-accumulates of a pass divided by the ``K x N``
 multipliers of its engine; the backward pass has the gradient outer products of every layer and
@@ -50,7 +54,8 @@ def stored_words(params, images):
 def softmax_latency(params):
     """The core's softmax latency (:func:`specbp_hw.softmax.softmax_latency`)."""
     return softmax.softmax_latency(params.fmt, params.classes, ways=params.softmax_ways,
-                                   div_bits=params.softmax_div_bits)
+                                   div_bits=params.softmax_div_bits,
+                                   table_stage=params.fmax_stages)
 
 
 @dataclass(frozen=True)
@@ -79,14 +84,16 @@ class CycleModel:
         p = self.params
         words = sum(p.cols(l) * (p.rows(l) + 1) for l in range(p.n_layers))
         fill = 2 if p.skip_zeros else 0
-        # Each layer drains four stages (the words, operands, products, sums) before the next.
-        return (words - self._skipped(n) + fill + 4 * p.n_layers + softmax_latency(p)
+        # Each layer drains three stages (operands, products, sums) before the next, and with
+        # fmax_stages one more (the words).
+        drain = 3 + p.fmax_stages
+        return (words - self._skipped(n) + fill + drain * p.n_layers + softmax_latency(p)
                 + p.cols(p.n_layers - 1) + 2)
 
     def backward_cycles(self, n=None):
         """A backward pass (fetch, deltas, gradients) over a slot of ``n`` stored words."""
         p = self.params
-        drain = 3 + p.delta_sum_stages         # stages D, 1, the sums and the narrowing
+        drain = 2 + p.delta_sum_stages + p.fmax_stages
         deltas = sum(p.rows(l) * p.cols(l) + drain for l in range(1, p.n_layers))
         fill = 3 if p.skip_zeros else 0
         return p.act_words_per_slot + deltas + p.depth - self._skipped(n) + fill + 5
@@ -110,7 +117,7 @@ class CycleModel:
 
     @property
     def update(self):
-        return self.params.depth + 5         # a registered start, the sweep, 4 stages
+        return self.params.depth + 4 + self.params.fmax_stages
 
     # -- steps (from taking the sample to emitting its result; the update is separate) -------
 

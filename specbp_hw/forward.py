@@ -61,7 +61,7 @@ class ForwardEngine(wiring.Component):
         self._p = p = params
         fmt = p.fmt
         self._softmax = Softmax(fmt, p.classes, ways=p.softmax_ways,
-                                div_bits=p.softmax_div_bits)
+                                div_bits=p.softmax_div_bits, table_stage=p.fmax_stages)
         ports = {"count": In(range(p.rows(0) + 1))} if p.skip_zeros else {}
         super().__init__({
             **ports,
@@ -120,12 +120,23 @@ class ForwardEngine(wiring.Component):
         half = Signal()
         stash = Signal()
 
-        # The memories are addressed with the issue counters themselves (flip-flops, no logic
-        # between them and the block RAMs' address pins: the 85F's critical path was the
-        # choice of the next address into the weights' block RAMs across the die, at every
-        # build from d353efe to 7b7d4a1), so the word of the row issued in stage 0 arrives a
-        # cycle later, in stage D, and is registered there. The counters load ``*_n``.
+        # The memories are addressed with the issue counters' next values (``*_n``), so a word
+        # arrives in the cycle its address is issued (stage 0) and is registered before it is
+        # used. With ``fmax_stages`` they are addressed with the counters themselves
+        # (flip-flops, no logic between them and the block RAMs' address pins: the 85F's
+        # critical path was the next-address choice into the weights' block RAMs across the
+        # die, in most builds since d353efe), so the word of the row issued in stage 0 arrives
+        # a cycle later, in a stage D, with that row's tests copied into registers.
         addr_n, row_n, half_n = (lookahead(m, s) for s in (addr, row, half))
+        R = p.fmax_stages
+
+        def stage_d(sig, name):
+            # ``sig`` as stage D sees it: a cycle late with fmax_stages, else itself.
+            if not R:
+                return sig
+            reg = Signal.like(sig, name=name)
+            m.d.sync += reg.eq(sig)
+            return reg
         # The issue counters' tests and next addresses, kept in registers beside them, so that
         # the weights' read address is a choice among registers: no compare or adder between
         # the layer counter and the block RAMs (the 85F's critical path at commit 8269e91), nor
@@ -150,10 +161,10 @@ class ForwardEngine(wiring.Component):
                     addr_col.eq(first_addr_col[l]), addr_next.eq(next_base[l]),
                     last_layer.eq(l == L - 1)]
 
-        # Pipeline registers. Stage D: the issued row's words. Stage 1: operands. Stage 2:
-        # products. Stage 3: sums.
-        vd, row0d, row_endd = Signal(), Signal(), Signal()
-        cold = Signal.like(col, name="cold")
+        # Pipeline registers. Stage D (fmax_stages; else stage 0 itself): the issued row's
+        # words. Stage 1: operands. Stage 2: products. Stage 3: sums.
+        vd, row0d, row_endd = (stage_d(s, f"{s.name}_d") for s in (issuing, row0, row_end))
+        cold = stage_d(col, "col_d")
         v1, v2, v3 = Signal(), Signal(), Signal()
         first1, first2 = Signal(), Signal()
         last1, last2 = Signal(), Signal()
@@ -165,7 +176,7 @@ class ForwardEngine(wiring.Component):
         acc = Signal(data.ArrayLayout(signed(acc_width), N))
 
         m.d.comb += [
-            self.w_rd.addr.eq(addr),
+            self.w_rd.addr.eq(addr if R else addr_n),
             self.w_rd.en.eq(1),
             self.x_rd.en.eq(1),
         ]
@@ -181,13 +192,12 @@ class ForwardEngine(wiring.Component):
             xpix = Signal(p.value_word)
             xq1, rem, more1, nxt, advance = read_ahead(m, p, self.x_rd, xpix, xa, addr)
             m.d.comb += self.x_rd.addr.eq(xa)
-            # The issued word's pixels, a cycle later beside its weight word.
-            xpixd = Signal(p.value_word)
-            m.d.sync += xpixd.eq(xpix)
+            xpixd = stage_d(xpix, "xpix_d")
             assert p.cols(0) == 1 and p.base(0) == 0
         else:
             # The bias row reads the word after the half's last (its data is not used).
-            m.d.comb += self.x_rd.addr.eq(half * p.rows(0) + row)
+            m.d.comb += self.x_rd.addr.eq(half * p.rows(0) + row if R
+                                          else half_n * p.rows(0) + row_n)
 
         # Stage D -> 1: the operands. The inputs come from the input buffer's word (layer 0) or
         # the local activations (hidden layers); the bias row's input is 1. A hidden layer's
@@ -198,7 +208,6 @@ class ForwardEngine(wiring.Component):
         # path_estimate.py, 11.7 ns).
         hin_len = max(p.layers[l] for l in range(1, L)) - K
         hin = Signal(data.ArrayLayout(signed(fmt.act.width), max(hin_len, 1)))
-        m.d.sync += [vd.eq(issuing), row0d.eq(row0), row_endd.eq(row_end), cold.eq(col)]
         with m.If(vd):
             m.d.sync += w1.eq(self.w_rd.data)
             for k in range(K):

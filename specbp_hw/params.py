@@ -147,6 +147,14 @@ class CoreParams:
         (:class:`specbp_hw.cycles.CycleModel`). Needs one column block in the first layer
         (``lanes >= layers[1]``); the last backward pass of a batch is then not fused with the
         update (a fused pass visits every word), so every batch ends with an update sweep.
+    fmax_stages : bool
+        Register stages for a faster clock, each a cycle: the forward and backward engines
+        address the weights (and the forward engine the input buffer) with their issue
+        counters' registers rather than their next values, and register the words in a stage
+        of their own (one cycle more per forward layer and per delta layer); the softmax
+        registers its exponential table's word before the shift (one more); the update engine
+        registers its start (one more per update sweep). The same results; the cycle model
+        counts the stages.
     """
 
     layers: tuple = (784, 16, 16, 10)
@@ -159,6 +167,7 @@ class CoreParams:
     softmax_ways: int = 1
     softmax_div_bits: int = 1
     skip_zeros: bool = False
+    fmax_stages: bool = False
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -198,6 +207,9 @@ class CoreParams:
                              f"lanes ({self.lanes}) must be at least layers[1] "
                              f"({layers[1]})")
         from .softmax import softmax_latency
+        for name in ("skip_zeros", "fmax_stages"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
         softmax_latency(self.fmt, layers[-1], ways=self.softmax_ways,
                         div_bits=self.softmax_div_bits)   # validates both
 

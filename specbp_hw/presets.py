@@ -42,11 +42,14 @@ _PRESET_LIST = [
            "parallel softmax", inputs=4, softmax_ways=10, softmax_div_bits=2),
     Preset("paper-x2", "784-16-16-10, 16-bit, 32 MACs per engine (2 inputs x 16 lanes), "
            "parallel softmax", inputs=2, softmax_ways=10, softmax_div_bits=2),
+    # The board presets below have the register stages for a faster clock (fmax_stages).
     Preset("paper-x2-skip", "paper-x2 skipping the first layer's all-zero input words "
-           "(skip_zeros: the same results, cycles per sample from its nonzero words)",
-           inputs=2, softmax_ways=10, softmax_div_bits=2, skip_zeros=True),
-    Preset("paper-skip", "paper skipping the first layer's all-zero input words (skip_zeros)",
-           skip_zeros=True),
+           "(skip_zeros: the same results, cycles per sample from its nonzero words), with "
+           "the register stages for a faster clock (fmax_stages)",
+           inputs=2, softmax_ways=10, softmax_div_bits=2, skip_zeros=True, fmax_stages=True),
+    Preset("paper-skip", "paper skipping the first layer's all-zero input words, with the "
+           "register stages (skip_zeros, fmax_stages)",
+           skip_zeros=True, fmax_stages=True),
     Preset("paper-n4", "784-16-16-10, 16-bit, 4 MACs per engine (1 input x 4 lanes)",
            lanes=4),
     Preset("small", "784-16-10 (one hidden layer), 16-bit, 16 MACs per engine",
@@ -54,8 +57,9 @@ _PRESET_LIST = [
     # Build presets for smaller parts (docs/BUILD.md: what fits which part, measured).
     Preset("h8-n8", "784-8-8-10 (hidden layers of 8), 16-bit, 8 MACs per engine "
            "(1 input x 8 lanes): fits an ECP5 25F", layers=(784, 8, 8, 10), lanes=8),
-    Preset("h8-n8-skip", "h8-n8 skipping the first layer's all-zero input words "
-           "(skip_zeros)", layers=(784, 8, 8, 10), lanes=8, skip_zeros=True),
+    Preset("h8-n8-skip", "h8-n8 skipping the first layer's all-zero input words, with the "
+           "register stages (skip_zeros, fmax_stages)", layers=(784, 8, 8, 10), lanes=8,
+           skip_zeros=True, fmax_stages=True),
     Preset("pool7", "49-8-10 (MNIST 4x4-average-pooled to 7x7, Dataset.pooled), 16-bit, "
            "1 MAC per engine: fits an iCE40UP5K alone (not with the host link)",
            layers=(49, 8, 10), lanes=1),

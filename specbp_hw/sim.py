@@ -485,6 +485,9 @@ def build_parser():
     h.add_argument("--skip-zeros", action="store_true", default=None,
                    help="skip the first layer's all-zero input words (the same results in "
                         "fewer cycles; needs lanes >= the first hidden layer)")
+    h.add_argument("--fmax-stages", action="store_true", default=None,
+                   help="the register stages for a faster clock (the same results, a few "
+                        "cycles more a step; the board presets have them)")
     s = p.add_argument_group("simulation and output")
     s.add_argument("--backend", choices=("cxxrtl", "pysim"), default="cxxrtl",
                    help="compiled CXXRTL (default; needs a C++ compiler) or Amaranth's Python "
@@ -511,7 +514,8 @@ def _params_from(args):
     layers = parse_layers(args.layers) if args.layers else None
     return core_params(args.preset, precision=args.precision, layers=layers, lanes=args.lanes,
                        inputs=args.inputs, softmax_ways=args.softmax_ways,
-                       softmax_div_bits=args.softmax_div_bits, skip_zeros=args.skip_zeros)
+                       softmax_div_bits=args.softmax_div_bits, skip_zeros=args.skip_zeros,
+                       fmax_stages=args.fmax_stages)
 
 
 def _validate(args, params, data):
@@ -708,7 +712,7 @@ def _main(args):
                  "lanes": params.lanes, "format": params.fmt.describe(),
                  "softmax_ways": params.softmax_ways,
                  "softmax_div_bits": params.softmax_div_bits,
-                 "skip_zeros": params.skip_zeros},
+                 "skip_zeros": params.skip_zeros, "fmax_stages": params.fmax_stages},
         "cycle_model": {"forward": model.forward, "backward": model.backward,
                         "serial_step": model.serial_step,
                         "accepted_step": model.accepted_step,

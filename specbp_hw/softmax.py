@@ -52,12 +52,13 @@ def _check(fmt, classes, ways, div_bits):
                          f"{_MAX_DIV_BITS}, not {div_bits!r}")
 
 
-def _schedule(fmt, classes, ways, div_bits):
+def _schedule(fmt, classes, ways, div_bits, table_stage=False):
     """Cycles of every phase, in order; the latency is their sum.
 
     ``max``: the sequential scan (``classes - 1``) or the comparison tree (two levels per
     cycle); ``issue``: one group of ``ways`` classes per cycle into the exponential pipeline;
-    ``drain``: its ``t`` / product / table / table word / shift stages and the adder tree (two levels per
+    ``drain``: its ``t`` / product / table / shift stages (and the table word's register,
+    with ``table_stage``) and the adder tree (two levels per
     cycle, the accumulation of several groups counting as one more level); ``multiples``: the
     divisor multiples ``k * S`` of a radix above 2; ``divide``: one quotient digit per cycle;
     ``scale``: one group per cycle; ``flush``: the round-and-saturate stage.
@@ -71,7 +72,7 @@ def _schedule(fmt, classes, ways, div_bits):
     return {
         "max": max_cycles,
         "issue": groups,
-        "drain": 4 + _ceil_div(sum_levels, 2),
+        "drain": 3 + int(table_stage) + _ceil_div(sum_levels, 2),
         "multiples": int(div_bits > 1),
         "divide": _ceil_div(fmt.recip_frac + 1, div_bits),
         "scale": groups,
@@ -79,20 +80,20 @@ def _schedule(fmt, classes, ways, div_bits):
     }
 
 
-def softmax_latency(fmt, classes, *, ways=1, div_bits=1):
+def softmax_latency(fmt, classes, *, ways=1, div_bits=1, table_stage=False):
     """:attr:`Softmax.latency` of ``Softmax(fmt, classes, ways=ways, div_bits=div_bits)``,
     without building the component.
 
-    ``max + 2 * groups + 5 + ceil(sum_levels / 2) + (div_bits > 1) +
+    ``max + 2 * groups + 4 + table_stage + ceil(sum_levels / 2) + (div_bits > 1) +
     ceil((recip_frac + 1) / div_bits)``, where ``groups = ceil(classes / ways)``,
     ``max = classes - 1`` if ``ways == 1`` else ``ceil(ceil(log2(classes)) / 2)``, and
     ``sum_levels = ceil(log2(ways)) + (groups > 1)``. With ``ways=1, div_bits=1`` this is
-    ``3 * classes + recip_frac + 6``.
+    ``3 * classes + recip_frac + 5``.
 
     Raises the same exceptions as :class:`Softmax`.
     """
     _check(fmt, classes, ways, div_bits)
-    return sum(_schedule(fmt, classes, ways, div_bits).values())
+    return sum(_schedule(fmt, classes, ways, div_bits, table_stage).values())
 
 
 def _times(x, k):
@@ -144,6 +145,9 @@ class Softmax(wiring.Component):
         is fully parallel (one pass of the pipeline, one scaling cycle).
     div_bits : int
         Quotient bits per cycle of the divider, 1 to 4.
+    table_stage : bool
+        Register the exponential table's word before its shift: one cycle more, and no path
+        from the table's block RAM through the shifter.
 
     Members
     -------
@@ -176,8 +180,8 @@ class Softmax(wiring.Component):
     Notes
     -----
     Latency: ``o.valid`` rises :attr:`latency` cycles (:func:`softmax_latency`) after the clock
-    edge of the input transfer: ``3 * classes + recip_frac + 6`` by default (53 for 10 classes
-    and the default format), 21 with ``ways=10, div_bits=2``. A new input is accepted only once
+    edge of the input transfer: ``3 * classes + recip_frac + 5`` by default (52 for 10 classes
+    and the default format), 20 with ``ways=10, div_bits=2``, one more with ``table_stage``. A new input is accepted only once
     the previous output has been taken (``i.ready`` is high only while idle). Throughput: at
     most one sample per ``latency + 2`` cycles. The output payload is held stable until its
     transfer, and after it until the next input transfer (``y`` until that input's scaling
@@ -193,8 +197,9 @@ class Softmax(wiring.Component):
     default; 20 DSPs, 5 block RAMs, ~1800 LUTs for ``ways=10, div_bits=2``.
     """
 
-    def __init__(self, fmt, classes, *, ways=1, div_bits=1):
+    def __init__(self, fmt, classes, *, ways=1, div_bits=1, table_stage=False):
         _check(fmt, classes, ways, div_bits)
+        self._table_stage = bool(table_stage)
         self._fmt = fmt
         self._classes = classes
         self._ways = ways
@@ -231,7 +236,7 @@ class Softmax(wiring.Component):
         """Cycles from the input transfer's clock edge to ``o.valid``
         (:func:`softmax_latency`)."""
         return softmax_latency(self._fmt, self._classes, ways=self._ways,
-                               div_bits=self._div_bits)
+                               div_bits=self._div_bits, table_stage=self._table_stage)
 
     def elaborate(self, platform):
         fmt, C, G, D = self._fmt, self._classes, self._ways, self._div_bits
@@ -244,7 +249,7 @@ class Softmax(wiring.Component):
         groups = _ceil_div(C, G)
         padded = groups * G                           # classes and unused lanes
         last = C - (groups - 1) * G                   # used lanes of the last group
-        phases = _schedule(fmt, C, G, D)
+        phases = _schedule(fmt, C, G, D, self._table_stage)
 
         m = Module()
 
@@ -313,7 +318,7 @@ class Softmax(wiring.Component):
             prod_valid.eq(t_valid),
             rom_valid.eq(prod_valid),
             romq_valid.eq(rom_valid),
-            p_valid.eq(romq_valid),
+            p_valid.eq(romq_valid if self._table_stage else rom_valid),
         ]
         # The unused lanes of the last group get the largest shift, hence p = 0.
         last_issue = Signal()
@@ -333,11 +338,13 @@ class Softmax(wiring.Component):
                 t.eq(zmax - z_sr[j]),
                 # Adding the rounding half here keeps the ROM address free of any adder.
                 prod.eq(t * LOG2E + (1 << (v_shift - 1))),
+            ]
+            if self._table_stage:
                 # The table's word is registered before the shift (a block RAM's output
                 # through a shifter into p was the 25F's critical path at d2c2840, 12.6 ns).
-                romq.eq(rom.data), nq.eq(n),
-                p.eq(romq >> nq),
-            ]
+                m.d.sync += [romq.eq(rom.data), nq.eq(n), p.eq(romq >> nq)]
+            else:
+                m.d.sync += p.eq(rom.data >> n)
             n_full = prod[v_shift + ib:]
             saturate = n_full > n_max
             if j >= last:

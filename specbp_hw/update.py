@@ -2,8 +2,8 @@
 
 Arithmetic: ``docs/FIXED_POINT.md`` ("Batch update"), bit-exact with
 :meth:`golden.fixed_model.FixedArith.update` (nearest rounding). One linear sweep over every
-weight/accumulator word, ``K x N`` parameters per cycle: ``depth + PIPE + 1`` cycles from the
-start (the start is registered).
+weight/accumulator word, ``K x N`` parameters per cycle: ``depth + PIPE`` cycles, one more
+with ``fmax_stages`` (the start is registered).
 """
 
 from amaranth.hdl import *
@@ -135,15 +135,20 @@ class UpdateEngine(wiring.Component):
                      self.g_wr.addr.eq(addr3), self.g_wr.en.eq(v3 & ~f3)]
 
         m.d.comb += self.done.eq(0)
-        # The start is registered: the controller's decision (a result taken at a batch's end)
-        # reaches one flip-flop, not the sweep's counters and every lane's parameter kind
-        # (the 85F's critical path with nextpnr's heap placer at e434ddb, 12 ns of routing).
-        started = Signal()
-        m.d.sync += started.eq(self.start)
+        # With fmax_stages the start is registered: the controller's decision (a result taken
+        # at a batch's end) reaches one flip-flop, not the sweep's counters and every lane's
+        # parameter kind (the 85F's critical path with nextpnr's heap placer at e434ddb, 12 ns
+        # of routing).
+        if p.fmax_stages:
+            started = Signal()
+            m.d.sync += started.eq(self.start)
+        else:
+            started = self.start
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += addr_n.eq(0)     # the first word is read before the start
-                m.d.comb += self.busy.eq(started)
+                if p.fmax_stages:
+                    m.d.comb += self.busy.eq(started)
                 with m.If(started):
                     m.d.sync += [layer.eq(0), row.eq(0), col.eq(0), issuing.eq(1)]
                     m.next = "RUN"

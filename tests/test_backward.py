@@ -85,8 +85,9 @@ def run_backward(p, params, image, acts, y, label, image2):
     ((16, 8, 5), 2, 4, FixedFormat(weight=Q(8, 0), delta=Q(16, 13), prob_frac=12,
                                    max_batch=16)),
 ])
-def test_backward_engine_is_bit_exact_and_undo_restores(layers, K, N, fmt):
-    p = CoreParams(layers=layers, lanes=N, inputs=K, fmt=fmt, lr=0.05)
+@pytest.mark.parametrize("stages", [False, True])
+def test_backward_engine_is_bit_exact_and_undo_restores(layers, K, N, fmt, stages):
+    p = CoreParams(layers=layers, lanes=N, inputs=K, fmt=fmt, lr=0.05, fmax_stages=stages)
     cfg = TrainConfig(layers=layers, seed=5, lr=0.05)
     arith = FixedArith(cfg, fmt)
     rng = np.random.default_rng(sum(layers) + K)

@@ -67,9 +67,10 @@ def run_forward(p, params, images):
     # Integer weights: both narrowing shifts are below 1 (-1 and 0).
     ((16, 8, 5), 2, 4, FixedFormat(weight=Q(8, 0), max_batch=16), 1, 1),
 ])
-def test_forward_engine_is_bit_exact(layers, K, N, fmt, ways, div_bits):
+@pytest.mark.parametrize("stages", [False, True])
+def test_forward_engine_is_bit_exact(layers, K, N, fmt, ways, div_bits, stages):
     p = CoreParams(layers=layers, lanes=N, inputs=K, fmt=fmt, lr=0.05, softmax_ways=ways,
-                   softmax_div_bits=div_bits)
+                   softmax_div_bits=div_bits, fmax_stages=stages)
     cfg = TrainConfig(layers=layers, seed=7, lr=0.05)
     arith = FixedArith(cfg, fmt)
     rng = np.random.default_rng(len(layers) + K + N)

@@ -318,6 +318,22 @@ class BackwardEngine(wiring.Component):
         # output layer, delta.frac elsewhere. narrow_scaled computes e and its leaky scaling
         # side by side; a shift below 1 is aligned to s = 1 first (round_shift(v << j, s)
         # equals round_shift(v, s - j) for s >= 1).
+        # With ``fmax_stages`` the narrowed pair is registered before the choice by the sign
+        # and the write into the row's deltas (the 85F's critical path at b1fa0a8 ran from the
+        # accumulator through the rounding and saturation into the deltas, 12.07 ns): one
+        # cycle more per delta layer.
+        def write_deltas(l, k, row_w, e, e_leak):
+            for r in range(p.rows(l)):
+                with m.If(row_w == r):
+                    i = r * K + k
+                    pos = acts[l - 1][i] > 0
+                    m.d.sync += deltas[l - 1][i].eq(Mux(pos, e, e_leak))
+        if R:
+            v_w, row_w = Signal(), Signal.like(row_nar, name="row_w")
+            e_q = [Signal(signed(fmt.delta.width), name=f"e_q{k}") for k in range(K)]
+            el_q = [Signal(signed(fmt.delta.width), name=f"el_q{k}") for k in range(K)]
+            m.d.sync += [v_w.eq(v_nar), row_w.eq(row_nar)]
+            drain.append(v_nar)
         for l in range(1, L):
             f_d = fmt.prob_frac if l == L - 1 else fmt.delta.frac
             shift = fmt.weight.frac + f_d - fmt.delta.frac
@@ -326,11 +342,14 @@ class BackwardEngine(wiring.Component):
                 for k in range(K):
                     e, e_leak = narrow_scaled(m, eacc[k] << extra, shift + extra, fmt.delta,
                                               fmt.leak_shift, f"e{l}_{k}")
-                    for r in range(p.rows(l)):
-                        with m.If(row_nar == r):
-                            i = r * K + k
-                            pos = acts[l - 1][i] > 0
-                            m.d.sync += deltas[l - 1][i].eq(Mux(pos, e, e_leak))
+                    if R:
+                        m.d.sync += [e_q[k].eq(e), el_q[k].eq(e_leak)]
+                    else:
+                        write_deltas(l, k, row_nar, e, e_leak)
+            if R:
+                with m.If(v_w & (layer == l)):
+                    for k in range(K):
+                        write_deltas(l, k, row_w, e_q[k], el_q[k])
 
         # ---- gradient phase: stage 2 read-modify-write --------------------------------------
         # With ``fuse`` (the last pass of a batch) the final sums go to the update engine and

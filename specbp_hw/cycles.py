@@ -25,7 +25,7 @@ pass reads (the label's stash entry, or the previous sample when pipelined): pas
 labels and stored words to :meth:`CycleModel.step_cycles`.
 
 With ``fmax_stages`` (registered read addresses and the stages after them) a forward pass
-takes one cycle more per layer and one in the softmax, a backward pass one more per delta
+takes one cycle more per layer and one in the softmax, a backward pass two more per delta
 layer, and an update sweep one more.
 
 MAC bounds (the issue's F* and B*): the multiply-accumulates of a pass divided by the ``K x N``
@@ -93,7 +93,7 @@ class CycleModel:
     def backward_cycles(self, n=None):
         """A backward pass (fetch, deltas, gradients) over a slot of ``n`` stored words."""
         p = self.params
-        drain = 2 + p.delta_sum_stages + p.fmax_stages
+        drain = 2 + p.delta_sum_stages + 2 * p.fmax_stages
         deltas = sum(p.rows(l) * p.cols(l) + drain for l in range(1, p.n_layers))
         fill = 3 if p.skip_zeros else 0
         return p.act_words_per_slot + deltas + p.depth - self._skipped(n) + fill + 5

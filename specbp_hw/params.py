@@ -151,7 +151,8 @@ class CoreParams:
         Register stages for a faster clock, each a cycle: the forward and backward engines
         address the weights (and the forward engine the input buffer) with their issue
         counters' registers rather than their next values, and register the words in a stage
-        of their own (one cycle more per forward layer and per delta layer); the softmax
+        of their own (one cycle more per forward layer and per delta layer); the backward
+        engine registers each delta before writing it (one more per delta layer); the softmax
         registers its exponential table's word before the shift (one more); the update engine
         registers its start (one more per update sweep). The same results; the cycle model
         counts the stages.

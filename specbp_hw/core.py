@@ -144,10 +144,12 @@ class TrainingCore(wiring.Component):
     idle : Out(1)
         Nothing in flight: no sample loaded or in an engine, no pending backward pass, no
         update (a batch may be open).
-    rb_addr, rb_data : weight readback (one word, latency 1, valid while ``idle``).
+    rb_addr, rb_data : weight readback (one word, latency 1, valid while ``idle``; with
+        ``fmax_stages`` from the second cycle of ``idle``).
     wr_addr, wr_data, wr_en : In
         Host weight write: with ``wr_en`` the word ``wr_data`` is written to ``wr_addr`` at the
-        clock edge, one word per cycle, honoured only while ``idle`` (ignored otherwise).
+        clock edge (with ``fmax_stages`` at the next), one word per cycle, honoured only while
+        ``idle`` (ignored otherwise).
         With ``wr_en`` low the core behaves exactly as without the port.
     stash_slot, stash_valid : Out
         The label-to-slot table and which labels have a stash entry.
@@ -243,6 +245,23 @@ class TrainingCore(wiring.Component):
         in_result = Signal()        # the controller's RESULT state: no engine runs
         host_wr = Signal()          # a host weight write (wr_en while idle)
         m.d.comb += host_wr.eq(self.wr_en & self.idle)
+        # The weights' address choices by the host's access. With fmax_stages they come from
+        # registers, not from the controller's idle test (the 85F's critical path at 84322c5,
+        # and the ULX3S 25F's: the controller's state through ``idle`` into a weights block
+        # RAM's address): a host write is written a cycle later, and the readback's address
+        # reaches port A while the core was idle in the cycle before. The forward engine
+        # then reads with its counters' registers, the first from the cycle after its start,
+        # when that register already says not idle.
+        rb_sel = Signal()           # port A: the host's readback address
+        wr_sel = Signal()           # port B: the host's write
+        wr_addr = Signal.like(self.wr_addr)
+        wr_data = Signal.like(self.wr_data)
+        if p.fmax_stages:
+            m.d.sync += [rb_sel.eq(self.idle), wr_sel.eq(host_wr), wr_addr.eq(self.wr_addr),
+                         wr_data.eq(self.wr_data)]
+        else:
+            m.d.comb += [rb_sel.eq(self.idle), wr_sel.eq(host_wr), wr_addr.eq(self.wr_addr),
+                         wr_data.eq(self.wr_data)]
         # Weights port A: update reads during the batch update, host readback when idle,
         # the forward engine otherwise.
         # Fused batch boundary: the backward engine's last sweep feeds the update lanes.
@@ -251,16 +270,16 @@ class TrainingCore(wiring.Component):
         m.d.comb += [
             w_a.addr.eq(Mux(updating, upd.w_rd.addr,
                             Mux(bwd.fu_valid, bwd.fu_addr,
-                                Mux(self.idle, self.rb_addr, fwd.w_rd.addr)))),
+                                Mux(rb_sel, self.rb_addr, fwd.w_rd.addr)))),
             fwd.w_rd.data.eq(w_a.data), upd.w_rd.data.eq(w_a.data), self.rb_data.eq(w_a.data),
             # Port B: one address for its read (backward engine) and write (update, host)
             # sides. The host writes only while idle, when neither the backward engine nor the
             # update uses the port.
             w_b.addr.eq(Mux(updating | upd.writing, upd.w_wr.addr,
-                            Mux(host_wr, self.wr_addr, bwd.w_rd.addr))),
+                            Mux(wr_sel, wr_addr, bwd.w_rd.addr))),
             w_bw.addr.eq(w_b.addr),
-            w_bw.data.eq(Mux(upd.w_wr.en, upd.w_wr.data, self.wr_data)),
-            w_bw.en.eq(upd.w_wr.en | host_wr),
+            w_bw.data.eq(Mux(upd.w_wr.en, upd.w_wr.data, wr_data)),
+            w_bw.en.eq(upd.w_wr.en | wr_sel),
             bwd.w_rd.data.eq(w_b.data),
             # Accumulators: the backward engine's read-modify-write, or the update's clear.
             # The update reads its first word in the cycle it is started (from RESULT, when the

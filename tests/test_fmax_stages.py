@@ -5,8 +5,13 @@ fixed-point model in every schedule, and exactly the cycles the cycle model adds
 import numpy as np
 import pytest
 
+from specbp_hw.board_sim import SimulatedBoard
+from specbp_hw.board_top import BoardTop, initial_weights
 from specbp_hw.cycles import CycleModel, stored_words
+from specbp_hw.host import (BoardLink, initial_params, load_params, read_params, run_schedule,
+                            threshold_register)
 from specbp_hw.params import CoreParams
+from specbp_hw.pysim import run_pysim
 
 from test_core import run_checked
 from test_skip_zeros import sparse_data
@@ -42,6 +47,40 @@ def test_stages_are_bit_exact_and_cycles_match_the_model(layers, K, N, ways, div
     assert run.counters["update_cycles"] == model.update_cycles(run.kinds.tolist(), batch)
     if schedule == "speculative":
         assert run.counters["accepted"] > 0      # update sweeps after accepted speculations
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_board_link_with_stages(skip):
+    # The host's weight writes and readback go through registered choices with fmax_stages:
+    # LOAD_WEIGHTS then WEIGHTS return what was written, and training through the link from
+    # those weights equals the core's.
+    p = CoreParams(layers=(16, 4, 4), lanes=4, inputs=2, lr=0.05, skip_zeros=skip,
+                   fmax_stages=True)
+    init = initial_weights(p, seed=3)
+    data = sparse_data(p.layers, 2, 8, 9)
+    top = BoardTop(p, 4, init=init, timeout=200, led_hold=4, result_depth=4,
+                   poison_collisions=True)
+    with SimulatedBoard(top) as board:
+        link = BoardLink(board)
+        other = initial_params(link.info, 5)
+        load_params(link, other)
+        loaded = read_params(link)
+        thr = threshold_register(0.004, link.info)
+        run = run_schedule(link, data.train_images, data.train_labels, schedule="speculative",
+                           threshold=thr, batch=3)
+        params = read_params(link)
+    for (w1, b1), (w2, b2) in zip(loaded, initial_weights(p, 5)):
+        assert (w1 == w2).all() and (b1 == b2).all()
+    # The board trained from the weights it was loaded with.
+    ref = run_pysim(p, initial_weights(p, 5), data.train_images, data.train_labels,
+                    schedule="speculative", threshold=thr, batch=3)
+    assert any((w1 != w2).any() for (w1, _), (w2, _) in zip(init, initial_weights(p, 5)))
+    results = np.array(run["results"])
+    assert (results[:, 1] == ref.predictions).all()
+    assert (results[:, 2] == ref.kinds).all()
+    assert (results[:, 3] == ref.step_cycles).all()
+    for (w1, b1), (w2, b2) in zip(params, ref.params):
+        assert (w1 == w2).all() and (b1 == b2).all()
 
 
 def test_stages_cost_the_modelled_cycles():

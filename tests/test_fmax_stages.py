@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from specbp_hw.board_sim import SimulatedBoard
-from specbp_hw.board_top import BoardTop, initial_weights
+from specbp_hw.board_top import initial_weights
 from specbp_hw.cycles import CycleModel, stored_words
 from specbp_hw.host import (BoardLink, initial_params, load_params, read_params, run_schedule,
                             threshold_register)
@@ -14,7 +14,7 @@ from specbp_hw.params import CoreParams
 from specbp_hw.pysim import run_pysim
 
 from test_core import run_checked
-from test_skip_zeros import sparse_data
+from test_skip_zeros import check_link_run, sparse_board, sparse_data
 from test_train import random_data
 
 # layers, K, N, softmax ways / div_bits, skip_zeros, batch, samples, threshold
@@ -56,10 +56,7 @@ def test_board_link_with_stages(skip):
     # those weights equals the core's.
     p = CoreParams(layers=(16, 4, 4), lanes=4, inputs=2, lr=0.05, skip_zeros=skip,
                    fmax_stages=True)
-    init = initial_weights(p, seed=3)
-    data = sparse_data(p.layers, 2, 8, 9)
-    top = BoardTop(p, 4, init=init, timeout=200, led_hold=4, result_depth=4,
-                   poison_collisions=True)
+    init, data, top = sparse_board(p)
     with SimulatedBoard(top) as board:
         link = BoardLink(board)
         other = initial_params(link.info, 5)
@@ -75,12 +72,7 @@ def test_board_link_with_stages(skip):
     ref = run_pysim(p, initial_weights(p, 5), data.train_images, data.train_labels,
                     schedule="speculative", threshold=thr, batch=3)
     assert any((w1 != w2).any() for (w1, _), (w2, _) in zip(init, initial_weights(p, 5)))
-    results = np.array(run["results"])
-    assert (results[:, 1] == ref.predictions).all()
-    assert (results[:, 2] == ref.kinds).all()
-    assert (results[:, 3] == ref.step_cycles).all()
-    for (w1, b1), (w2, b2) in zip(params, ref.params):
-        assert (w1 == w2).all() and (b1 == b2).all()
+    check_link_run(run, params, ref)
 
 
 def test_stages_cost_the_modelled_cycles():

@@ -110,10 +110,7 @@ def test_board_link_streams_every_word_to_a_skipping_core():
     # The board top streams all of a sample's words (with their rows); the core stores the
     # nonzero ones: the same results and step cycles as the sparse beats of run_pysim.
     p = CoreParams(layers=(16, 4, 4), lanes=4, inputs=2, lr=0.05, skip_zeros=True)
-    init = initial_weights(p, seed=3)
-    data = sparse_data(p.layers, 2, 8, 9)
-    top = BoardTop(p, 4, init=init, timeout=200, led_hold=4, result_depth=4,
-                   poison_collisions=True)
+    init, data, top = sparse_board(p)
     with SimulatedBoard(top) as board:
         link = BoardLink(board)
         thr = threshold_register(0.004, link.info)
@@ -122,6 +119,21 @@ def test_board_link_streams_every_word_to_a_skipping_core():
         params = read_params(link)
     ref = run_pysim(p, init, data.train_images, data.train_labels, schedule="speculative",
                     threshold=thr, batch=3)
+    check_link_run(run, params, ref)
+
+
+def sparse_board(p):
+    """Initial weights (seed 3), eight sparse samples and a small board top for ``p``."""
+    init = initial_weights(p, seed=3)
+    data = sparse_data(p.layers, 2, 8, 9)
+    top = BoardTop(p, 4, init=init, timeout=200, led_hold=4, result_depth=4,
+                   poison_collisions=True)
+    return init, data, top
+
+
+def check_link_run(run, params, ref):
+    """A run through the host link (``run_schedule``, then the weights read back) against the
+    core's run ``ref``: the same predictions, decisions, step cycles and weights."""
     results = np.array(run["results"])
     assert (results[:, 1] == ref.predictions).all()
     assert (results[:, 2] == ref.kinds).all()

@@ -181,8 +181,9 @@ class Softmax(wiring.Component):
     -----
     Latency: ``o.valid`` rises :attr:`latency` cycles (:func:`softmax_latency`) after the clock
     edge of the input transfer: ``3 * classes + recip_frac + 5`` by default (52 for 10 classes
-    and the default format), 20 with ``ways=10, div_bits=2``, one more with ``table_stage``. A new input is accepted only once
-    the previous output has been taken (``i.ready`` is high only while idle). Throughput: at
+    and the default format), 20 with ``ways=10, div_bits=2``, one more with ``table_stage``. A
+    new input is accepted only once the previous output has been taken (``i.ready`` is high
+    only while idle). Throughput: at
     most one sample per ``latency + 2`` cycles. The output payload is held stable until its
     transfer, and after it until the next input transfer (``y`` until that input's scaling
     phase): a consumer may read it in place rather than copy it.
@@ -311,15 +312,13 @@ class Softmax(wiring.Component):
         t_valid = Signal()
         prod_valid = Signal()
         rom_valid = Signal()
-        romq_valid = Signal()
         p_valid = Signal()
-        m.d.sync += [
-            t_valid.eq(issue),
-            prod_valid.eq(t_valid),
-            rom_valid.eq(prod_valid),
-            romq_valid.eq(rom_valid),
-            p_valid.eq(romq_valid if self._table_stage else rom_valid),
-        ]
+        m.d.sync += [t_valid.eq(issue), prod_valid.eq(t_valid), rom_valid.eq(prod_valid)]
+        if self._table_stage:
+            romq_valid = Signal()      # the table's word in its register
+            m.d.sync += [romq_valid.eq(rom_valid), p_valid.eq(romq_valid)]
+        else:
+            m.d.sync += p_valid.eq(rom_valid)
         # The unused lanes of the last group get the largest shift, hence p = 0.
         last_issue = Signal()
         pad_t = Signal()
@@ -330,8 +329,6 @@ class Softmax(wiring.Component):
             t = Signal(unsigned(W), name=f"t{j}")     # max - z >= 0 fits W bits unsigned
             prod = Signal(unsigned(W + LOG2E.bit_length() + 1), name=f"prod{j}")
             n = Signal(range(n_max + 1), name=f"n{j}")
-            nq = Signal(range(n_max + 1), name=f"nq{j}")
-            romq = Signal(unsigned(ef + 1), name=f"romq{j}")
             p = Signal(unsigned(ef + 1), name=f"p{j}")
             rom = roms[j]
             m.d.sync += [
@@ -342,6 +339,8 @@ class Softmax(wiring.Component):
             if self._table_stage:
                 # The table's word is registered before the shift (a block RAM's output
                 # through a shifter into p was the 25F's critical path at d2c2840, 12.6 ns).
+                nq = Signal(range(n_max + 1), name=f"nq{j}")
+                romq = Signal(unsigned(ef + 1), name=f"romq{j}")
                 m.d.sync += [romq.eq(rom.data), nq.eq(n), p.eq(romq >> nq)]
             else:
                 m.d.sync += p.eq(rom.data >> n)

@@ -295,6 +295,8 @@ class BoardTop(wiring.Component):
         arg = Signal(32)                        # the first 4 payload bytes
         crc = Signal(16, init=0xFFFF)
         crc_bad = Signal()
+        crc_bad_hi = Signal()
+        pay_last = Signal()                     # PAYLOAD: this byte is the payload's last
         crc_byte = Signal(8)                    # the byte the CRC takes (sent, in a reply)
         crc_next = Signal(16)
         m.d.comb += [crc_byte.eq(rx_byte), crc_next.eq(crc16_step(crc, crc_byte))]
@@ -327,6 +329,12 @@ class BoardTop(wiring.Component):
         r_part = Signal(3)                      # 0 header, 1 payload, 2 crc lo, 3 crc hi
         r_sub = Signal(range(max(word_bytes, RESULT_BYTES, COUNTER_BYTES)))  # byte in a record
         r_count = Signal(8)                     # results in a RESULTS reply
+        # A result's last byte sent (R_NEXT) pops it in the next cycle (R_GAP), from this
+        # register: the pop is off the path of the byte's bookkeeping, and the next result
+        # is at the buffer's output from R_GAP2 (R_SEL waits for it).
+        pop_q = Signal()
+        m.d.sync += pop_q.eq(0)
+        m.d.comb += results.r_en.eq(pop_q)
         r_word = Signal(range(max(p.depth, len(COUNTER_NAMES)) + 1))   # weight word, counter
         tx_byte = Signal(8)
         tx_valid = Signal()
@@ -344,7 +352,7 @@ class BoardTop(wiring.Component):
         header = Array([C(REPLY_SOF, 8), r_cmd, r_status, zext(r_len, 16)[:8],
                         zext(r_len, 16)[8:]])
         # The INFO bytes in a ROM (Yosys builds it in logic, smaller than a byte multiplexer),
-        # read with the reply's byte index, which holds still from R_SEND until the next R_PICK
+        # read with the reply's byte index, which holds still from R_NEXT until the next R_PICK
         # (R_GAP, R_GAP2, R_SEL between).
         m.submodules.info_rom = info_rom = memory.Memory(shape=8, depth=len(info),
                                                          init=list(info))
@@ -391,16 +399,26 @@ class BoardTop(wiring.Component):
                 m.d.comb += next_byte.eq(r_crc[8:])
 
         # A reply starts through these strobes, so that its bookkeeping exists once in the
-        # logic, not once per place that replies.
+        # logic, not once per place that replies. They are registered, and the reply's
+        # registers are set from them in R_START, the cycle after: each place that replies
+        # decides late in its cycle (the command's checks, the core taking a sample's last
+        # word), and on the 85F that decision through the shared registers' choice of next
+        # value was the link's critical path (``r_sub``, 11.46 ns at adba6c4).
         go = Signal()
         go_status = Signal(8)
         go_src = Signal(3)
         go_len = Signal(16)
+        go_q = Signal()
+        go_status_q = Signal(8)
+        go_src_q = Signal(3)
+        go_len_q = Signal(16)
+        m.d.sync += [go_q.eq(go), go_status_q.eq(go_status), go_src_q.eq(go_src),
+                     go_len_q.eq(go_len)]
         went = Signal()                         # a reply started in the previous cycle
-        m.d.sync += went.eq(go)
-        with m.If(go):
-            m.d.sync += [r_cmd.eq(cmd), r_status.eq(go_status), r_src.eq(go_src),
-                         r_len.eq(go_len), r_part.eq(0), r_idx.eq(0), r_sub.eq(0),
+        m.d.sync += went.eq(go_q)
+        with m.If(go_q):
+            m.d.sync += [r_cmd.eq(cmd), r_status.eq(go_status_q), r_src.eq(go_src_q),
+                         r_len.eq(go_len_q), r_part.eq(0), r_idx.eq(0), r_sub.eq(0),
                          r_crc.eq(0xFFFF)]
         # The error bookkeeping follows from the registered status, a cycle later (the reply's
         # first byte leaves after R_GAP, R_GAP2, R_SEL and R_PICK, so STATUS never sees it stale).
@@ -415,13 +433,14 @@ class BoardTop(wiring.Component):
         def reply(status, src=0, length=0):
             """Start a reply to ``cmd`` (statements for the current state)."""
             m.d.comb += [go.eq(1), go_status.eq(status), go_src.eq(src), go_len.eq(length)]
-            m.next = "R_GAP"
+            m.next = "R_START"
 
         def fail(status):
             reply(status)
 
         # The reply's last payload byte, ``r_idx == r_len - 1``, registered: the index changes
-        # only in R_SEND, four states (R_GAP, R_GAP2, R_SEL, R_PICK) before R_SEND tests it again.
+        # only in R_NEXT, five states (R_GAP, R_GAP2, R_SEL, R_PICK, R_SEND) before R_NEXT tests it
+        # again.
         # (On the iCE40 the subtraction and the compare, in the logic of r_idx's and r_part's
         # next values, were the critical path, 40.7 ns at 4d0b236.)
         r_at_end = Signal()
@@ -485,6 +504,24 @@ class BoardTop(wiring.Component):
                         m.d.sync += len_bad.eq(length != n)
                     m.d.sync += val_bad.eq(~value_ok[code] if code in value_ok else 0)
 
+        # The command's index among the known ones (``len(codes)``: unknown), registered: the
+        # command settles with its byte, four bytes before EXEC decides on it.
+        codes = list(expected_len)
+        cmd_idx = Signal(range(len(codes) + 1))
+        with m.Switch(cmd):
+            for i, code in enumerate(codes):
+                with m.Case(code):
+                    m.d.sync += cmd_idx.eq(i)
+            with m.Default():
+                m.d.sync += cmd_idx.eq(len(codes))
+        # EXEC's verdict (see there).
+        ACT_REPLY, ACT_STREAM, ACT_LOAD = range(3)
+        v_status = Signal(8)
+        v_ok = Signal()
+        v_src = Signal(3)
+        v_len = Signal(16)
+        v_act = Signal(2)
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += take.eq(1)
@@ -510,12 +547,7 @@ class BoardTop(wiring.Component):
                                          arg.eq(0),
                                          kpos.eq(0), wpos.eq(0), lw_words.eq(0),
                                          lw_part.eq(0)]
-                            with m.If(~below(Cat(length[:8], rx_byte), max_payload + 1)):
-                                m.next = "DRAIN_LEN"
-                            with m.Elif(Cat(length[:8], rx_byte) == 0):
-                                m.next = "CRC0"
-                            with m.Else():
-                                m.next = "PAYLOAD"
+                            m.next = "LEN_CHECK"
                         elif state == "PAYLOAD":
                             m.d.sync += idx.eq(idx + 1)
                             with m.If(below(idx, 4)):
@@ -535,19 +567,35 @@ class BoardTop(wiring.Component):
                                 m.d.sync += lw_part.eq(lw_part + 1)
                                 with m.If(lw_part == word_bytes - 1):
                                     m.d.sync += [lw_part.eq(0), lw_words.eq(lw_words + 1)]
-                            with m.If(idx == length - 1):
+                            m.d.sync += pay_last.eq(idx + 2 == length)
+                            with m.If(pay_last):
                                 m.next = "CRC0"
                         elif state == "CRC0":
                             m.d.sync += crc_bad.eq(rx_byte != crc[:8])
                         else:
-                            with m.If(crc_bad | (rx_byte != crc[8:])):
-                                m.next = "DRAIN_CRC"
-                            with m.Else():
-                                m.next = "EXEC"
+                            m.d.sync += crc_bad_hi.eq(rx_byte != crc[8:])
+                            m.next = "CRC_CHECK"
                         if nxt is not None:
                             m.next = nxt
                     with m.Elif(timed_out):
                         fail(Status.TIMEOUT)
+
+            # The length's and the CRC's decisions, from registers, a cycle after their bytes
+            # (as part of the byte's cycle, they made the receiving states' longest paths:
+            # the FIFO's byte through a 16-bit compare into the next state).
+            with m.State("LEN_CHECK"):
+                m.d.sync += pay_last.eq(length == 1)
+                with m.If(~below(length, max_payload + 1)):
+                    m.next = "DRAIN_LEN"
+                with m.Elif(length == 0):
+                    m.next = "CRC0"
+                with m.Else():
+                    m.next = "PAYLOAD"
+            with m.State("CRC_CHECK"):
+                with m.If(crc_bad | crc_bad_hi):
+                    m.next = "DRAIN_CRC"
+                with m.Else():
+                    m.next = "EXEC"
 
             # A corrupt frame: discard whatever follows until the line is quiet, then reply.
             for state, status in (("DRAIN_LEN", Status.BAD_LENGTH), ("DRAIN_CRC", Status.BAD_CRC)):
@@ -556,73 +604,100 @@ class BoardTop(wiring.Component):
                     with m.If(timed_out):
                         fail(status)
 
+            # A checked frame is acted on in two states. EXEC decides, from registers only (the
+            # command's index and the registered checks), the reply's status, source and
+            # length and what follows it (a reply, the stream of an UPLOAD, the writes of a
+            # LOAD_WEIGHTS), into the verdict registers; ACT carries the verdict out. As one
+            # state, the command's decoding and its checks went through the choice among the
+            # states' replies in one path: on the 85F 8 logic levels, the longest of the link's.
             with m.State("EXEC"):
                 m.d.sync += error_before.eq(error)
-                with m.Switch(cmd):
-                    for code in expected_len:
-                        with m.Case(code):
+                m.next = "ACT"
+
+                def verdict(status, src=0, length=0, act=ACT_REPLY):
+                    m.d.sync += [v_status.eq(status), v_ok.eq(status == Status.OK),
+                                 v_src.eq(src), v_len.eq(length), v_act.eq(act)]
+
+                with m.Switch(cmd_idx):
+                    for i, code in enumerate(codes):
+                        with m.Case(i):
                             with m.If(len_bad):
-                                fail(Status.BAD_LENGTH)
+                                verdict(Status.BAD_LENGTH)
                             with m.Else():
                                 if code == Cmd.INFO:
-                                    reply(Status.OK, src=SRC_INFO, length=len(info))
+                                    verdict(Status.OK, src=SRC_INFO, length=len(info))
                                 elif code == Cmd.STATUS:
-                                    reply(Status.OK, src=SRC_STATUS, length=STATUS_BYTES)
+                                    verdict(Status.OK, src=SRC_STATUS, length=STATUS_BYTES)
                                 elif code == Cmd.COUNTERS:
-                                    m.d.sync += r_word.eq(0)
-                                    reply(Status.OK, src=SRC_COUNTERS,
-                                          length=COUNTER_BYTES * len(COUNTER_NAMES))
+                                    verdict(Status.OK, src=SRC_COUNTERS,
+                                            length=COUNTER_BYTES * len(COUNTER_NAMES))
                                 elif code in (Cmd.SET_SCHEDULE, Cmd.SET_THRESHOLD,
-                                              Cmd.SET_BATCH, Cmd.SET_INFER):
+                                              Cmd.SET_BATCH, Cmd.SET_INFER, Cmd.WEIGHTS,
+                                              Cmd.LOAD_WEIGHTS):
+                                    bad = {Cmd.WEIGHTS: w_bad,
+                                           Cmd.LOAD_WEIGHTS: lw_bad}.get(code, val_bad)
+                                    with m.If(bad):
+                                        verdict(Status.BAD_VALUE)
+                                    with m.Elif(~idle_q):
+                                        verdict(Status.BUSY)
+                                    with m.Else():
+                                        if code == Cmd.WEIGHTS:
+                                            verdict(Status.OK, src=SRC_WEIGHTS,
+                                                    length=mul_const(w_count, word_bytes))
+                                        elif code == Cmd.LOAD_WEIGHTS:
+                                            verdict(Status.OK, act=ACT_LOAD)
+                                        else:
+                                            verdict(Status.OK)
+                                elif code == Cmd.RESET:
+                                    with m.If(~idle_q):
+                                        verdict(Status.BUSY)
+                                    with m.Else():
+                                        verdict(Status.OK)
+                                elif code == Cmd.UPLOAD:
+                                    with m.If(val_bad):
+                                        verdict(Status.BAD_VALUE)
+                                    with m.Elif(~room):
+                                        verdict(Status.BUSY)
+                                    with m.Else():
+                                        verdict(Status.OK, act=ACT_STREAM)
+                                elif code == Cmd.RESULTS:
+                                    # The count is taken here, with the length it makes: the
+                                    # level may rise before ACT.
+                                    m.d.sync += r_count.eq(n_results)
+                                    verdict(Status.OK, src=SRC_RESULTS,
+                                            length=1 + mul_const(n_results, RESULT_BYTES))
+                    with m.Default():
+                        verdict(Status.UNKNOWN_COMMAND)
+
+            with m.State("ACT"):
+                # The command's effect, where the verdict is OK.
+                with m.If(v_ok):
+                    with m.Switch(cmd_idx):
+                        for i, code in enumerate(codes):
+                            with m.Case(i):
+                                if code in (Cmd.SET_SCHEDULE, Cmd.SET_THRESHOLD, Cmd.SET_BATCH,
+                                            Cmd.SET_INFER):
                                     reg = {Cmd.SET_SCHEDULE: schedule,
                                            Cmd.SET_THRESHOLD: threshold,
                                            Cmd.SET_BATCH: batch, Cmd.SET_INFER: infer}[code]
-                                    with m.If(val_bad):
-                                        fail(Status.BAD_VALUE)
-                                    with m.Elif(~idle_q):
-                                        fail(Status.BUSY)
-                                    with m.Else():
-                                        m.d.sync += reg.eq(arg)
-                                        reply(Status.OK)
+                                    m.d.sync += reg.eq(arg)
                                 elif code == Cmd.RESET:
-                                    with m.If(~idle_q):
-                                        fail(Status.BUSY)
-                                    with m.Else():
-                                        m.d.comb += rst_req.eq(1)      # the counter bank too
-                                        reply(Status.OK)
-                                elif code == Cmd.UPLOAD:
-                                    with m.If(val_bad):
-                                        fail(Status.BAD_VALUE)
-                                    with m.Elif(~room):
-                                        fail(Status.BUSY)
-                                    with m.Else():
-                                        m.d.comb += inflight_inc.eq(1)
-                                        m.d.sync += beat.eq(0)
-                                        m.next = "STREAM_READ"
-                                elif code == Cmd.RESULTS:
-                                    m.d.sync += r_count.eq(n_results)
-                                    reply(Status.OK, src=SRC_RESULTS,
-                                          length=1 + mul_const(n_results, RESULT_BYTES))
+                                    m.d.comb += rst_req.eq(1)      # the counter bank too
+                                elif code == Cmd.COUNTERS:
+                                    m.d.sync += r_word.eq(0)
                                 elif code == Cmd.WEIGHTS:
-                                    with m.If(w_bad):
-                                        fail(Status.BAD_VALUE)
-                                    with m.Elif(~idle_q):
-                                        fail(Status.BUSY)
-                                    with m.Else():
-                                        m.d.sync += r_word.eq(w_addr)
-                                        reply(Status.OK, src=SRC_WEIGHTS,
-                                              length=mul_const(w_count, word_bytes))
-                                elif code == Cmd.LOAD_WEIGHTS:
-                                    with m.If(lw_bad):
-                                        fail(Status.BAD_VALUE)
-                                    with m.Elif(~idle_q):
-                                        fail(Status.BUSY)
-                                    with m.Else():
-                                        m.d.sync += [lw_addr.eq(w_addr), lw_left.eq(lw_words),
-                                                     beat.eq(0), kpos.eq(0), lw_b.eq(0)]
-                                        m.next = "LW_READ"
-                    with m.Default():
-                        fail(Status.UNKNOWN_COMMAND)
+                                    m.d.sync += r_word.eq(w_addr)
+                with m.Switch(v_act):
+                    with m.Case(ACT_REPLY):
+                        reply(v_status, src=v_src, length=v_len)
+                    with m.Case(ACT_STREAM):
+                        m.d.comb += inflight_inc.eq(1)
+                        m.d.sync += beat.eq(0)
+                        m.next = "STREAM_READ"
+                    with m.Case(ACT_LOAD):
+                        m.d.sync += [lw_addr.eq(w_addr), lw_left.eq(lw_words),
+                                     beat.eq(0), kpos.eq(0), lw_b.eq(0)]
+                        m.next = "LW_READ"
 
             with m.State("STREAM_READ"):
                 # The sample buffer's read port has latency 1: the word of ``beat`` is there
@@ -671,10 +746,13 @@ class BoardTop(wiring.Component):
                 with m.Else():
                     m.next = "LW_READ"
 
-            # Reply, one byte at a time. R_GAP and R_GAP2 let a new weight address reach the
+            # Reply, one byte at a time (R_START first sets the reply's registers from the
+            # registered strobes). R_GAP and R_GAP2 let a new weight address reach the
             # memory (R_GAP) and its word reach ``rb_q`` (R_GAP2), and latch a counter; R_SEL
             # lets the sources' bytes reach their registers (``src_q``); R_PICK registers the
-            # byte; R_SEND hands it to the UART and adds it to the CRC.
+            # byte; R_SEND hands it to the UART; R_NEXT adds it to the CRC and moves on.
+            with m.State("R_START"):
+                m.next = "R_GAP"
             with m.State("R_GAP"):
                 m.next = "R_GAP2"
             with m.State("R_GAP2"):
@@ -698,33 +776,37 @@ class BoardTop(wiring.Component):
                 m.next = "R_SEND"
             with m.State("R_SEND"):
                 with m.If(tx.i.ready):
-                    m.d.sync += [tx_valid.eq(0), r_idx.eq(r_idx + 1)]
-                    m.d.comb += crc_byte.eq(tx_byte)
-                    with m.If((r_part == 1) | ((r_part == 0) & (r_idx != 0))):
-                        m.d.sync += r_crc.eq(crc_next)
-                    m.next = "R_GAP"
-                    with m.Switch(r_part):
-                        with m.Case(0):
-                            with m.If(r_idx == 4):
-                                m.d.sync += [r_idx.eq(0), r_part.eq(Mux(r_len == 0, 2, 1))]
-                        with m.Case(1):
-                            m.d.sync += r_sub.eq(r_sub + 1)
-                            with m.If((r_src == SRC_RESULTS) & (r_idx != 0)
-                                      & (r_sub == RESULT_BYTES - 1)):
-                                m.d.sync += r_sub.eq(0)
-                                m.d.comb += results.r_en.eq(1)
-                            with m.If((r_src == SRC_RESULTS) & (r_idx == 0)):
-                                m.d.sync += r_sub.eq(0)
-                            with m.If((r_src == SRC_WEIGHTS) & (r_sub == word_bytes - 1)):
-                                m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
-                            with m.If((r_src == SRC_COUNTERS) & (r_sub == COUNTER_BYTES - 1)):
-                                m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
-                            with m.If(r_at_end):
-                                m.d.sync += [r_idx.eq(0), r_part.eq(2)]
-                        with m.Case(2):
-                            m.d.sync += r_part.eq(3)
-                        with m.Case(3):
-                            m.next = "IDLE"
+                    m.d.sync += tx_valid.eq(0)
+                    m.next = "R_NEXT"
+            with m.State("R_NEXT"):
+                # The byte's bookkeeping, the cycle after the UART took it: in R_SEND it was one
+                # circuit with the UART's ready, a path into the shared registers too.
+                m.d.sync += r_idx.eq(r_idx + 1)
+                m.d.comb += crc_byte.eq(tx_byte)
+                with m.If((r_part == 1) | ((r_part == 0) & (r_idx != 0))):
+                    m.d.sync += r_crc.eq(crc_next)
+                m.next = "R_GAP"
+                with m.Switch(r_part):
+                    with m.Case(0):
+                        with m.If(r_idx == 4):
+                            m.d.sync += [r_idx.eq(0), r_part.eq(Mux(r_len == 0, 2, 1))]
+                    with m.Case(1):
+                        m.d.sync += r_sub.eq(r_sub + 1)
+                        with m.If((r_src == SRC_RESULTS) & (r_idx != 0)
+                                  & (r_sub == RESULT_BYTES - 1)):
+                            m.d.sync += [r_sub.eq(0), pop_q.eq(1)]
+                        with m.If((r_src == SRC_RESULTS) & (r_idx == 0)):
+                            m.d.sync += r_sub.eq(0)
+                        with m.If((r_src == SRC_WEIGHTS) & (r_sub == word_bytes - 1)):
+                            m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
+                        with m.If((r_src == SRC_COUNTERS) & (r_sub == COUNTER_BYTES - 1)):
+                            m.d.sync += [r_sub.eq(0), r_word.eq(r_word + 1)]
+                        with m.If(r_at_end):
+                            m.d.sync += [r_idx.eq(0), r_part.eq(2)]
+                    with m.Case(2):
+                        m.d.sync += r_part.eq(3)
+                    with m.Case(3):
+                        m.next = "IDLE"
 
         m.d.comb += [self.led_idle.eq(core.idle), self.led_error.eq(error)]
         hold = Signal(range(self._led_hold + 1))

@@ -401,13 +401,24 @@ class BackwardEngine(wiring.Component):
                 # (Skipping zero words, a pass reads its first word in XP0, from ``xaddr``:
                 # the start decision reaches no block RAM address.)
                 m.d.comb += self.x_rd.addr.eq(x_first)
+            # The pass's settings. With fmax_stages they are taken in every cycle of waiting,
+            # not only with the start: the controller drives them, as it decides to start, from
+            # its registers, and the start then reaches only the state and the registers that
+            # depend on the kind of pass. (Under the start they were the end of the 85F core's
+            # critical path, from the forward engine's end through the controller's decision
+            # into these registers' enables: 10.69 ns at 7b073be.) Nothing reads them while
+            # the engine waits: the previous pass's last accumulator write is before DONE.
+            settings = [x_base.eq(x_first),
+                        a_base.eq(p.slot_bases(wps)[self.slot]), label.eq(self.label),
+                        do_grad.eq(self.grad), negate.eq(self.negate & ~self.delta),
+                        fuse.eq(self.fuse & self.grad), fidx.eq(0)]
+            if S:
+                settings.append(count.eq(self.count))
+            if R:
+                m.d.sync += settings
             with m.If(self.start):
-                m.d.sync += [x_base.eq(x_first),
-                             a_base.eq(p.slot_bases(wps)[self.slot]), label.eq(self.label),
-                             do_grad.eq(self.grad), negate.eq(self.negate & ~self.delta),
-                             fuse.eq(self.fuse & self.grad), fidx.eq(0)]
-                if S:
-                    m.d.sync += count.eq(self.count)
+                if not R:
+                    m.d.sync += settings
                 with m.If(self.delta):
                     m.next = "FETCH"
                 with m.Else():

@@ -61,6 +61,14 @@ BAUD = 115200       # the link's default: a rate every USB-serial bridge makes
 LUT_MAPPINGS = ("auto", "abc9", "abc")
 _ABC9_CRASH = "GetSize(conn.first) == GetSize(conn.second)"
 _HIDE_ELEMENT_NAMES = "rename -hide w:*]"
+# ECP5: Amaranth's state machines re-encoded one-hot by Yosys. Yosys' fsm_detect passes over a
+# register with an initial value, and Amaranth gives every state register one, so each state
+# machine stayed a binary register whose every state is a compare; on the 85F the link's state
+# machine limited the clock (docs/BUILD.md, One-hot state machines). Every state register of a
+# bitstream here is reset synchronously at power-on (the PLL's clock domain is held in reset
+# until it locks and 1024 cycles more, synth_top.add_pll_clock), so the initial value that goes
+# is the one the reset gives anyway.
+_FSM_ONE_HOT = "setattr -unset init w:fsm_state"
 INIT_SEED = 0       # the initial weights of a link bitstream: the simulator's default seed
 
 
@@ -331,7 +339,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
         # `booth` needs processes lowered first; synthesis repeats `proc` harmlessly.
         after_read += ["proc", f"booth {upd_module}"]
     if family == "ecp5":
-        after_read.append(_HIDE_ELEMENT_NAMES)     # see LUT_MAPPINGS
+        after_read += [_HIDE_ELEMENT_NAMES, _FSM_ONE_HOT]     # see LUT_MAPPINGS, _FSM_ONE_HOT
     if after_read:
         overrides["script_after_read"] = "\n".join(after_read)
 

@@ -270,10 +270,16 @@ class BoardTop(wiring.Component):
             m.d.sync += uart_errors.eq(uart_errors + 1)
 
         # ---- request reception --------------------------------------------------------------
-        rx_byte = rx_fifo.r_data
+        # The byte at the FIFO's head is registered before the states take it (``rx_byte``,
+        # ``rx_full``): taken straight from the FIFO, its arrival and value went through the
+        # CRC step and the state's choices in one path, among the 85F link's longest.
+        rx_byte = Signal(8)
+        rx_full = Signal()
         take = Signal()                         # consume rx_byte this cycle
-        m.d.comb += rx_fifo.r_en.eq(take)
-        got = rx_fifo.r_rdy & take
+        got = rx_full & take
+        m.d.comb += rx_fifo.r_en.eq(~rx_full | take)
+        with m.If(~rx_full | take):
+            m.d.sync += [rx_full.eq(rx_fifo.r_rdy), rx_byte.eq(rx_fifo.r_data)]
         quiet = Signal(range(self._timeout + 1))
         with m.If(got):
             m.d.sync += quiet.eq(0)
@@ -297,6 +303,7 @@ class BoardTop(wiring.Component):
         crc_bad = Signal()
         crc_bad_hi = Signal()
         pay_last = Signal()                     # PAYLOAD: this byte is the payload's last
+        len_m2 = Signal.like(length)            # length - 2: the byte before the last at idx
         crc_byte = Signal(8)                    # the byte the CRC takes (sent, in a reply)
         crc_next = Signal(16)
         m.d.comb += [crc_byte.eq(rx_byte), crc_next.eq(crc16_step(crc, crc_byte))]
@@ -305,6 +312,10 @@ class BoardTop(wiring.Component):
         acc = Signal(8 * K)                     # pixels of the word being assembled
         kpos = Signal(range(K))
         wpos = Signal(range(sbuf_rows + 1))
+        # The sample buffer's write port: its address and word whether or not it writes (only
+        # the enable is the frame's decision). Under the decision, the address was the end of
+        # the 85F link's critical path with one-hot states (96.92 MHz, e54f0cd).
+        m.d.comb += [sb_w.addr.eq(wpos), sb_w.data.eq(Cat(acc[8:], rx_byte))]
         beat = Signal(range(sbuf_rows))
         # LOAD_WEIGHTS: complete weight words in the data (after the address) and the bytes
         # after the last of them, counted as they arrive; then the writing.
@@ -561,13 +572,12 @@ class BoardTop(wiring.Component):
                                 m.d.sync += [acc.eq(word), kpos.eq(kpos + 1)]
                                 with m.If(kpos == K - 1):
                                     m.d.sync += [kpos.eq(0), wpos.eq(wpos + 1)]
-                                    m.d.comb += [sb_w.addr.eq(wpos), sb_w.data.eq(word),
-                                                 sb_w.en.eq(1)]
+                                    m.d.comb += sb_w.en.eq(1)
                                 # Weight words of a LOAD_WEIGHTS frame (counted for any).
                                 m.d.sync += lw_part.eq(lw_part + 1)
                                 with m.If(lw_part == word_bytes - 1):
                                     m.d.sync += [lw_part.eq(0), lw_words.eq(lw_words + 1)]
-                            m.d.sync += pay_last.eq(idx + 2 == length)
+                            m.d.sync += pay_last.eq(idx == len_m2)
                             with m.If(pay_last):
                                 m.next = "CRC0"
                         elif state == "CRC0":
@@ -584,7 +594,7 @@ class BoardTop(wiring.Component):
             # (as part of the byte's cycle, they made the receiving states' longest paths:
             # the FIFO's byte through a 16-bit compare into the next state).
             with m.State("LEN_CHECK"):
-                m.d.sync += pay_last.eq(length == 1)
+                m.d.sync += [pay_last.eq(length == 1), len_m2.eq(length - 2)]
                 with m.If(~below(length, max_payload + 1)):
                     m.next = "DRAIN_LEN"
                 with m.Elif(length == 0):

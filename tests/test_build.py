@@ -1,8 +1,11 @@
 """Build flow: boards, fit checks, PLL settings, the command line; slow: real builds."""
 
 import json
+import subprocess
 
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import *
 
 from specbp_hw import build as build_mod
 from specbp_hw.boards import BOARDS_DIR, DEVICES, get_board, load_boards
@@ -338,6 +341,7 @@ def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
     # replicated registers apart before synthesis, and flatten before the LUT mapping.
     for script in scripts:
         assert script.index("rename -hide w:*]") < script.index("synth_ecp5")
+        assert script.index(build_mod._FSM_ONE_HOT) < script.index("synth_ecp5")
         assert script.index(YOSYS_KEEP) < script.index("synth_ecp5 -run :map_luts -top top")
         assert (script.index("synth_ecp5 -run :map_luts -top top")
                 < script.index("\nflatten\n") < script.index("stat -json"))
@@ -478,3 +482,39 @@ def test_core_wrapper_resets_the_core_from_a_global_buffer_on_ecp5(board):
                        f_in=platform.default_clk_frequency, led=b.led)
     il = platform.prepare(top, name="top").files["top.il"]
     assert ("cell \\DCCA " in il) == (b.device.family == "ecp5")
+
+
+class _SixStates(Elaboratable):
+    """A state machine of six states, each with its own output value."""
+
+    def __init__(self):
+        self.i = Signal()
+        self.o = Signal(4)
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.FSM():
+            for k in range(6):
+                with m.State(f"S{k}"):
+                    m.d.comb += self.o.eq((5 * k + 3) % 16)
+                    with m.If(self.i):
+                        m.next = f"S{(k + 1) % 6}"
+        return m
+
+
+def test_ecp5_flow_encodes_state_machines_one_hot(tmp_path):
+    # With the flow's line, Yosys finds the state machine and re-encodes it one-hot: a
+    # flip-flop per state. Without it, Amaranth's state register keeps its binary encoding
+    # (fsm_detect passes over a register with an initial value): 3 flip-flops for 6 states.
+    design = _SixStates()
+    (tmp_path / "top.il").write_text(rtlil.convert(design, name="top",
+                                                   ports=[design.i, design.o]))
+    flops = {}
+    for tag, line in (("one_hot", build_mod._FSM_ONE_HOT), ("binary", "")):
+        (tmp_path / f"{tag}.ys").write_text(f"read_rtlil top.il\n{line}\nsynth_ecp5 -top top\n"
+                                            f"tee -q -o {tag}.json stat -json\n")
+        subprocess.run([yowasp_command("yosys"), "-q", "-l", f"{tag}.rpt", f"{tag}.ys"],
+                       cwd=tmp_path, check=True, capture_output=True)
+        cells = json.loads((tmp_path / f"{tag}.json").read_text())["design"]
+        flops[tag] = cells["num_cells_by_type"]["TRELLIS_FF"]
+    assert flops == {"one_hot": 6, "binary": 3}

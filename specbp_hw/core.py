@@ -500,10 +500,26 @@ class TrainingCore(wiring.Component):
         terms_valid = Signal()
         terms_group = Signal.like(fwd.y_new_group)
         m.d.sync += terms_valid.eq(fwd.y_new_valid)
+        if groups > 1 and p.fmax_stages:
+            # The stash's y in class order, shifted down a group at each new group, so that
+            # the group's stash values are always at the bottom, in registers: chosen among the
+            # groups by the group index, they made the 85F's critical path with the link
+            # (the group index through the choice and the compare into ``dist0``, 10.29 ns at
+            # e962cab). Loaded while the group index is 0 and no group comes: from the
+            # softmax's start to its first group, after the backward engine's fetch (above).
+            # The padding past the last class is never loaded and only ever shifts into
+            # itself: 0.
+            stash_sr = Signal(data.ArrayLayout(unsigned(p.fmt.prob_frac), groups * G))
+            with m.If(fwd.y_new_valid):
+                m.d.sync += [stash_sr[k].eq(stash_sr[k + G]) for k in range((groups - 1) * G)]
+            with m.Elif(fwd.y_new_group == 0):
+                m.d.sync += [stash_sr[c].eq(bwd.y[c]) for c in range(C)]
         for j in range(G):
             classes_j = [g * G + j for g in range(groups) if g * G + j < C]
             if groups == 1:
                 stash_y = bwd.y[j]
+            elif p.fmax_stages:
+                stash_y = stash_sr[j]
             else:
                 # A lane past the last class compares 0 with 0 (its y is 0).
                 stash_y = Array([bwd.y[c] for c in classes_j]

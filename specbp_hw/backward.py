@@ -27,6 +27,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import narrow_scaled, tree_sum
+from .dsp import registered_product
 from .params import LANE_GROUP, CoreParams, addr_width, lookahead, next_loader, read_ahead
 from .replica import replicate
 
@@ -144,9 +145,9 @@ class BackwardEngine(wiring.Component):
         mode_grad = Signal()
         op_a = Signal(data.ArrayLayout(signed(max(p.input_width, fmt.weight.width)), K * N))
         dsel = Signal(data.ArrayLayout(signed(dw), N))
-        prod = Signal(data.ArrayLayout(signed(op_a.shape().elem_shape.width + dw), K * N))
-        for i in range(K * N):
-            m.d.sync += prod[i].eq(op_a[i] * dsel[i % N])
+        # The products' registers are the DSP blocks' own on an ECP5 board.
+        prod = [registered_product(m, f"prod{i}", op_a[i], dsel[i % N], platform=platform)
+                for i in range(K * N)]
 
         # Issue-stage counters shared by the delta and gradient phases. The weights are read
         # with the counters' next values, so their words arrive in the issue cycle (stage 0)
@@ -283,7 +284,7 @@ class BackwardEngine(wiring.Component):
         # the accumulator, stage 4 narrows. With fewer lanes stage 2 adds the lanes' products
         # to the accumulator and stage 3 narrows. The sums are exact integers, so the order of
         # the terms does not change them.
-        prod_w = prod.shape().elem_shape.width
+        prod_w = prod[0].shape().width
         eacc_w = prod_w + (max(p.layers) + 1).bit_length() + 1
         eacc = Signal(data.ArrayLayout(signed(eacc_w), K))
         if p.delta_sum_stages == 2:

@@ -8,7 +8,8 @@ sample is buffered in block RAM while its frame arrives and streamed into the co
 the checks pass; so are the weight words of a LOAD_WEIGHTS frame, which are written into the
 core's weight memory (through its host write port) only after the checks. RESET puts the core's
 registers back to their power-on values (a reset of its own,
-:func:`specbp_hw.synth_top.add_core`), not its memories.
+:func:`specbp_hw.synth_top.add_core`), not its memories, nor the multipliers' product registers
+(:mod:`specbp_hw.dsp`), which no stage reads until its valid bit is set again.
 
 A platform wrapper connects ``uart_rx``/``uart_tx`` to the board's serial pins and the LED
 outputs to its LEDs.
@@ -191,8 +192,9 @@ class BoardTop(wiring.Component):
         p = self._p
         K, rows0 = p.inputs, p.rows(0)
         core = self.core
-        # RESET (one cycle) puts every register of the core back to its power-on value; its
-        # memories (weights, accumulators, buffers) keep their contents. The reset is a
+        # RESET (one cycle) puts every register of the core back to its power-on value but the
+        # products' (specbp_hw.dsp); its memories (weights, accumulators, buffers) keep their
+        # contents. The reset is a
         # register, set the cycle after the frame asks for it: as a combinational signal it
         # came from the frame decoder and the core's idle test, and on an ECP5 that logic was
         # the critical path into the reset's clock buffer (85F, 51845df: 12.5 of 15.1 ns).

@@ -17,6 +17,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import narrow_leaky, tree_sum
+from .dsp import registered_product
 from .params import CoreParams, addr_width, lookahead, read_ahead
 from .replica import replicate
 from .softmax import Softmax
@@ -171,7 +172,6 @@ class ForwardEngine(wiring.Component):
         col1, col2, col3 = (Signal.like(col, name=f"col{i}") for i in (1, 2, 3))
         x1 = Signal(data.ArrayLayout(signed(p.input_width), K))
         w1 = Signal.like(self.w_rd.data)
-        prod = Signal(data.ArrayLayout(signed(p.input_width + fmt.weight.width), K * N))
         acc_width = p.input_width + fmt.weight.width + (max(p.layers[:-1]) + 1).bit_length() + 1
         acc = Signal(data.ArrayLayout(signed(acc_width), N))
 
@@ -235,10 +235,10 @@ class ForwardEngine(wiring.Component):
             v3.eq(v2 & last2), col3.eq(col2),
         ]
 
-        # Stage 1 -> 2: products.
-        for k in range(K):
-            for n in range(N):
-                m.d.sync += prod[k * N + n].eq(x1[k] * w1[k * N + n])
+        # Stage 1 -> 2: products (on an ECP5 board, the DSP blocks' output registers).
+        prod = [registered_product(m, f"prod{k * N + n}", x1[k], w1[k * N + n],
+                                   platform=platform)
+                for k in range(K) for n in range(N)]
 
         # The registers that steer every lane's accumulator and narrowing have a copy per lane
         # (replicate), loaded as the register is: the valid and first-row bits of stage 2 and

@@ -11,6 +11,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import clip_narrow, sub_round_saturate
+from .dsp import registered_product
 from .params import CoreParams, addr_width, lookahead, next_loader
 from .replica import replicate
 
@@ -78,7 +79,6 @@ class UpdateEngine(wiring.Component):
         w2 = Signal.like(self.w_rd.data)
         w3 = Signal.like(self.w_rd.data)
         gq2 = Signal(data.ArrayLayout(signed(fmt.update.width), p.block))
-        raw3 = Signal(data.ArrayLayout(signed(fmt.update.width + lr.bit_length() + 1), p.block))
 
         # Stage 0 -> 1: the word to update, registered (g1) before the clip. It comes from the
         # engine's own sweep (the accumulators are read with the next address, so that their
@@ -118,16 +118,17 @@ class UpdateEngine(wiring.Component):
             with m.If(lane_v1[i]):
                 m.d.sync += gq2[i].eq(clip_narrow(m, g1[i], kind1[i], cases, fmt.update,
                                                   f"gq{i}"))
-            # Stage 2: times the learning rate.
-            with m.If(lane_v2):
-                m.d.sync += raw3[i].eq(gq2[i] * lr)
+            # Stage 2: times the learning rate (on an ECP5 board, in a DSP block's output
+            # register).
+            raw3 = registered_product(m, f"raw3_{i}", gq2[i], lr, en=lane_v2,
+                                      platform=platform)
             # Stage 3: round, subtract, saturate (one subtraction: sub_round_saturate); write
             # back and clear the accumulator. The result is zero when nothing is written (an
             # AND per bit in hardware; the compiled simulation skips the subtraction on the
             # other cycles).
             new_w = Signal(signed(fmt.weight.width), name=f"new_w{i}")
             with m.If(lane_v3):
-                m.d.comb += new_w.eq(sub_round_saturate(w3[i], raw3[i], shift, fmt.weight))
+                m.d.comb += new_w.eq(sub_round_saturate(w3[i], raw3, shift, fmt.weight))
             m.d.comb += self.w_wr.data[i].eq(new_w)
             m.d.comb += self.g_wr.data[i].eq(0)
         m.d.comb += [self.w_wr.addr.eq(addr3), self.w_wr.en.eq(v3), self.writing.eq(v3),

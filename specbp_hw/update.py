@@ -10,7 +10,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import clip_narrow, clip_operands, sub_round_saturate
+from .arith import clip_narrow, sub_round_saturate
 from .dsp import registered_product
 from .params import CoreParams, addr_width, lookahead, next_loader
 from .replica import replicate
@@ -109,27 +109,15 @@ class UpdateEngine(wiring.Component):
         # 16 ns of routing in 19 on the 85F). The lane's later valid bits follow its own copy.
         cases = [(round(p.clip * (1 << frac)), frac - fmt.update.frac) for frac in kinds]
         apart = platform is not None     # copies for a board, one register in simulation
-        kind0 = Mux(self.f_valid, self.f_kind, own_kind)
-        kind1 = replicate(m, "kind1", kind0, p.block, apart=apart)
-        # With ``fmax_stages`` the clip's adder and compares take their constants from
-        # registers loaded with the kind (a copy per lane), not from a choice by ``kind1``
-        # in front of them: the 85F's critical path at 6f2486b with seed 2 ran from ``kind1``
-        # through that choice and the compare's carry chain into ``gq2`` (10.73 ns).
-        operands = [None] * p.block
-        if p.fmax_stages:
-            lanes = {}
-            for key, values in clip_operands(cases).items():
-                width = max(int(x).bit_length() for x in values) + 1
-                table = Array(Const(x, signed(width)) for x in values)
-                lanes[key] = replicate(m, f"clip_{key}", table[kind0], p.block, apart=apart)
-            operands = [{key: lanes[key][i] for key in lanes} for i in range(p.block)]
+        kind1 = replicate(m, "kind1", Mux(self.f_valid, self.f_kind, own_kind), p.block,
+                          apart=apart)
         lane_v1 = replicate(m, "v1", issuing | self.f_valid, p.block, apart=apart)
         for i in range(p.block):
             lane_v2, lane_v3 = Signal(name=f"v2_{i}"), Signal(name=f"v3_{i}")
             m.d.sync += [lane_v2.eq(lane_v1[i]), lane_v3.eq(lane_v2)]
             with m.If(lane_v1[i]):
                 m.d.sync += gq2[i].eq(clip_narrow(m, g1[i], kind1[i], cases, fmt.update,
-                                                  f"gq{i}", operands[i]))
+                                                  f"gq{i}"))
             # Stage 2: times the learning rate (on an ECP5 board, in a DSP block's output
             # register).
             raw3 = registered_product(m, f"raw3_{i}", gq2[i], lr, en=lane_v2,

@@ -561,7 +561,8 @@ class TrainingCore(wiring.Component):
                 # A loader that has claimed a slot but received no beat holds no sample.
                 # An open batch is state, not work: its accumulators wait for more samples.
                 # A fused update's last word is written in the first cycle of WAIT (its stage
-                # 3, two cycles after the backward engine is done): idle waits for it.
+                # 3, two cycles after the backward engine is done; with fmax_stages in the
+                # second, its stage 4): idle waits for it.
                 m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~finishing
                                          & ~pend & ~upd.writing)
                 m.d.comb += bwd.slot.eq(Mux(self.schedule == PIPELINED, pend_slot, lab_slot))

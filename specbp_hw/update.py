@@ -129,11 +129,27 @@ class UpdateEngine(wiring.Component):
             new_w = Signal(signed(fmt.weight.width), name=f"new_w{i}")
             with m.If(lane_v3):
                 m.d.comb += new_w.eq(sub_round_saturate(w3[i], raw3, shift, fmt.weight))
-            m.d.comb += self.w_wr.data[i].eq(new_w)
+            if p.fmax_stages:
+                new_w4 = Signal.like(new_w, name=f"new_w4_{i}")
+                m.d.sync += new_w4.eq(new_w)
+                m.d.comb += self.w_wr.data[i].eq(new_w4)
+            else:
+                m.d.comb += self.w_wr.data[i].eq(new_w)
             m.d.comb += self.g_wr.data[i].eq(0)
-        m.d.comb += [self.w_wr.addr.eq(addr3), self.w_wr.en.eq(v3), self.writing.eq(v3),
-                     # A fused sweep has cleared the accumulator itself.
-                     self.g_wr.addr.eq(addr3), self.g_wr.en.eq(v3 & ~f3)]
+        # With ``fmax_stages`` the new weights are registered (stage 4) before their write:
+        # from the product's register through the subtraction, the saturation and across the
+        # die into a weight block RAM's write port was the 85F's critical path at c22c243
+        # (11.47 ns, the product in its DSP block's output register). It costs the sweep a
+        # cycle. The accumulators are still cleared in stage 3.
+        if p.fmax_stages:
+            v4, addr4 = Signal(), Signal.like(addr3, name="addr4")
+            m.d.sync += [v4.eq(v3), addr4.eq(addr3)]
+            m.d.comb += [self.w_wr.addr.eq(addr4), self.w_wr.en.eq(v4), self.writing.eq(v4)]
+        else:
+            v4 = Const(0)
+            m.d.comb += [self.w_wr.addr.eq(addr3), self.w_wr.en.eq(v3), self.writing.eq(v3)]
+        # A fused sweep has cleared the accumulator itself.
+        m.d.comb += [self.g_wr.addr.eq(addr3), self.g_wr.en.eq(v3 & ~f3)]
 
         m.d.comb += self.done.eq(0)
         # With fmax_stages the start is registered: the controller's decision (a result taken
@@ -157,7 +173,7 @@ class UpdateEngine(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
                     p.sweep(m, layer, row, col, addr, issuing, next_loader(m, (addr, addr_n)))
-                with m.Elif(~(v1 | v2 | v3)):
+                with m.Elif(~(v1 | v2 | v3 | v4)):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         return m

@@ -360,14 +360,30 @@ class BackwardEngine(wiring.Component):
         # Every lane has its own copies of ``negate`` and ``fuse`` (replicate), loaded a cycle
         # after the pass's start sets them: the first read-modify-write of a pass comes at
         # least three cycles after its start, and the previous pass's last one before it.
-        m.d.comb += [self.g_wr.addr.eq(addr2), self.g_wr.en.eq(v2 & mode_grad)]
+        # With ``fmax_stages`` the write is registered (stage 3): from the product's register
+        # (a DSP block's output) through the adder across the die into a gradient block RAM's
+        # write port was the 85F's critical path at c22c243 with seed 2 (10.70 ns) and the
+        # 25F's (10.41 ns). It costs no cycle: the sweep's words are written in address order,
+        # a following pass or update sweep starts reading from its first words two cycles or
+        # more after this sweep's done, and its last write is the sweep's last word, one cycle
+        # after the done.
+        g_data = Signal.like(self.g_wr.data)
+        if R:
+            g_v3, g_addr3 = Signal(), Signal.like(addr2, name="g_addr3")
+            g_data3 = Signal.like(self.g_wr.data, name="g_data3")
+            m.d.sync += [g_v3.eq(v2 & mode_grad), g_addr3.eq(addr2), g_data3.eq(g_data)]
+            m.d.comb += [self.g_wr.addr.eq(g_addr3), self.g_wr.en.eq(g_v3),
+                         self.g_wr.data.eq(g_data3)]
+        else:
+            m.d.comb += [self.g_wr.addr.eq(addr2), self.g_wr.en.eq(v2 & mode_grad),
+                         self.g_wr.data.eq(g_data)]
         apart = platform is not None     # copies for a board, one register in simulation
         lane_negate = replicate(m, "negate", negate, K * N, apart=apart)
         lane_fuse = replicate(m, "fuse", fuse, K * N, apart=apart)
         for i in range(K * N):
             term = Mux(lane_negate[i], ~prod[i], prod[i])
             m.d.comb += self.fu_g[i].eq(gdat2[i] + term + lane_negate[i])
-            m.d.comb += self.g_wr.data[i].eq(Mux(lane_fuse[i], 0, self.fu_g[i]))
+            m.d.comb += g_data[i].eq(Mux(lane_fuse[i], 0, self.fu_g[i]))
         m.d.comb += [
             self.fu_valid.eq(v2 & mode_grad & fuse), self.fu_addr.eq(addr2),
             self.fu_kind.eq(2 * layer2 + bias2),
@@ -379,8 +395,9 @@ class BackwardEngine(wiring.Component):
         # (registered) from the cycle after it, so the next layer may issue right after that
         # write.
         layer_done = ~Cat(*drain).any()
-        # The gradient sweep's last write is at stage 2; a following pass reads no accumulator
-        # before the cycle after it.
+        # The gradient sweep's last write is at stage 2 (with fmax_stages 3, in the cycle after
+        # the done, to the sweep's last word); a following pass reads no accumulator before
+        # the cycle after it (with fmax_stages none but its first words).
         sweep_done = ~(issuing | v1)
         # Waiting for a start (IDLE, DONE), the engine reads the first stash pixel word of the
         # slot at its input: a gradient-only pass needs it (in x_q) in its first issue cycle,

@@ -154,8 +154,9 @@ class CoreParams:
         of their own (one cycle more per forward layer and per delta layer); the backward
         engine registers each delta before writing it (one more per delta layer); the softmax
         registers its exponential table's word before the shift (one more); the update engine
-        registers its start (one more per update sweep). The same results; the cycle model
-        counts the stages.
+        registers its start and its new weights before their write (two more per update
+        sweep). At no cycle the backward engine registers its accumulator writes. The same
+        results; the cycle model counts the stages.
     """
 
     layers: tuple = (784, 16, 16, 10)

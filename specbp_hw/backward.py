@@ -163,6 +163,19 @@ class BackwardEngine(wiring.Component):
         col = Signal(range(max(p.cols(l) for l in range(L))))
         addr = Signal(range(p.depth))
         addr_n, row_n = lookahead(m, addr), lookahead(m, row)
+        # With ``fmax_stages`` a register ``at_bias`` holds whether ``row`` is its layer's bias
+        # row, loaded wherever ``row`` is (``bias_n``, beside ``row_n``): the compare of
+        # ``row`` with the layer's row count, in the decision that chooses ``row``'s next
+        # value, was the 85F's critical path (``row`` into itself: 11.21 ns at 6f2486b,
+        # 10.57 at ce83824, 12.40 at f1b3991, seed 1, most of it routing).
+        at_bias = Signal()
+        bias_n = lookahead(m, at_bias) if R else None
+
+        def row_to(value, bias):
+            # row's next value, and with fmax_stages whether it is the layer's bias row
+            m.d.comb += row_n.eq(value)
+            if R:
+                m.d.comb += bias_n.eq(bias)
         x_base = Signal(range(p.slots * p.rows(0)))     # the slot's first stash pixel word
         issuing = Signal()
         v1, v2, v3 = Signal(), Signal(), Signal()
@@ -233,7 +246,7 @@ class BackwardEngine(wiring.Component):
         with m.If(layer == 0):
             m.d.sync += hin_load(1)
         with m.Elif(issuing & (col == cols[layer] - 1)):
-            with m.If(row == rows[layer]):
+            with m.If(at_bias if R else row == rows[layer]):
                 for l in range(1, L - 1):
                     with m.If(layer == l):
                         m.d.sync += hin_load(l + 1)
@@ -271,7 +284,7 @@ class BackwardEngine(wiring.Component):
                                                        self.w_rd.data[k * N + n]))
         m.d.sync += [
             v1.eq(iv), first1.eq(icol == 0), last1.eq(icol == cols[layer] - 1),
-            bias1.eq(row == rows[layer]), row1.eq(irow), addr1.eq(addr), layer1.eq(layer),
+            bias1.eq(at_bias if R else row == rows[layer]), row1.eq(irow), addr1.eq(addr), layer1.eq(layer),
             v2.eq(v1), first2.eq(first1), last2.eq(last1), row2.eq(row1), addr2.eq(addr1),
             layer2.eq(layer1), bias2.eq(bias1),
             gdat2.eq(self.g_rd.data),
@@ -414,7 +427,8 @@ class BackwardEngine(wiring.Component):
             # cycle that reports the end of this one.
             # The counters' first values, whether or not a pass starts (a gradient-only pass
             # issues from word 0, a delta pass sets them again after its fetch).
-            m.d.comb += [row_n.eq(0), addr_n.eq(0)]
+            row_to(0, 0)
+            m.d.comb += addr_n.eq(0)
             if not S:
                 # (Skipping zero words, a pass reads its first word in XP0, from ``xaddr``:
                 # the start decision reaches no block RAM address.)
@@ -460,7 +474,8 @@ class BackwardEngine(wiring.Component):
                 # The last fetched word (the output error) lands at the end of this cycle.
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [mode_grad.eq(0), layer.eq(L - 1), col.eq(0), issuing.eq(1)]
-                m.d.comb += [row_n.eq(0), addr_n.eq(p.base(L - 1))]
+                row_to(0, 0)
+                m.d.comb += addr_n.eq(p.base(L - 1))
                 m.next = "DELTA"
             with m.State("DELTA"):
                 m.d.comb += self.busy.eq(1)
@@ -474,7 +489,7 @@ class BackwardEngine(wiring.Component):
                     m.d.comb += addr_n.eq(addr + 1)
                     with m.If(col == cols[layer] - 1):
                         m.d.sync += col.eq(0)
-                        m.d.comb += row_n.eq(row + 1)
+                        row_to(row + 1, row == rows[layer] - 1)
                         with m.If(row == rows[layer] - 1):
                             m.d.sync += issuing.eq(0)
                     with m.Else():
@@ -488,7 +503,8 @@ class BackwardEngine(wiring.Component):
                             else:
                                 m.d.sync += [mode_grad.eq(1), layer.eq(0), col.eq(0),
                                              issuing.eq(1)]
-                                m.d.comb += [row_n.eq(0), addr_n.eq(0)]
+                                row_to(0, 0)
+                                m.d.comb += addr_n.eq(0)
                                 x_prime(x_base)
                                 m.next = "GRAD"
                         with m.Else():
@@ -496,7 +512,8 @@ class BackwardEngine(wiring.Component):
                     with m.Else():
                         base = Array(Const(p.base(l)) for l in range(L))
                         m.d.sync += [layer.eq(layer - 1), col.eq(0), issuing.eq(1)]
-                        m.d.comb += [row_n.eq(0), addr_n.eq(base[layer - 1])]
+                        row_to(0, 0)
+                        m.d.comb += addr_n.eq(base[layer - 1])
             with m.State("PRIME"):
                 # A gradient-only pass: the cycle between its start and its first issue, in
                 # which the stash pixel word after its first is read.
@@ -518,20 +535,28 @@ class BackwardEngine(wiring.Component):
                     m.next = "XP2"
                 with m.State("XP2"):
                     # Word 0 in xq1: the first issue's row.
-                    m.d.comb += [self.busy.eq(1), row_n.eq(nxt), addr_n.eq(nxt)]
+                    # (nxt is the bias row exactly when no word follows.)
+                    row_to(nxt, ~more1)
+                    m.d.comb += [self.busy.eq(1), addr_n.eq(nxt)]
                     m.d.sync += [*advance(), layer.eq(0), col.eq(0), issuing.eq(1)]
                     m.next = "GRAD"
             with m.State("GRAD"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
-                    p.sweep(m, layer, row, col, addr, issuing,
-                            next_loader(m, (addr, addr_n), (row, row_n)))
+                    if R:
+                        p.sweep(m, layer, row, col, addr, issuing,
+                                next_loader(m, (addr, addr_n), (row, row_n),
+                                            (at_bias, bias_n)), bias=at_bias)
+                    else:
+                        p.sweep(m, layer, row, col, addr, issuing,
+                                next_loader(m, (addr, addr_n), (row, row_n)))
                     # xaddr is the word of row(t + 2); it stops advancing at the bias row (no
                     # row after it needs a pixel word).
-                    with m.If((layer == 0) & (row != p.rows(0))):
+                    with m.If((layer == 0) & (~at_bias if R else row != p.rows(0))):
                         if S:
                             # The next listed row, or the bias row after the last.
-                            m.d.comb += [row_n.eq(nxt), addr_n.eq(nxt)]
+                            row_to(nxt, ~more1)
+                            m.d.comb += addr_n.eq(nxt)
                             m.d.sync += advance()
                         elif c0 == 1:
                             m.d.sync += xaddr.eq(xaddr + 1)

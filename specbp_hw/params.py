@@ -357,14 +357,16 @@ class CoreParams:
         would take a DSP block and its delay."""
         return Array(Const(s * words) for s in range(self.slots))
 
-    def sweep(self, m, layer, row, col, addr, issuing, load=None):
+    def sweep(self, m, layer, row, col, addr, issuing, load=None, bias=None):
         """Advance a linear walk over every weight/accumulator word by one word per cycle.
 
         Words are visited in memory order: layer by layer, rows (the bias row last) and column
         blocks inside. ``issuing`` falls after the last word. Shared by the backward engine's
         gradient sweep and the update engine. ``load(reg, value)`` loads a counter (default:
         ``m.d.sync += reg.eq(value)``; an engine that reads memory through :func:`lookahead`
-        assigns the counter's next value instead).
+        assigns the counter's next value instead). ``bias``: a register that holds whether
+        ``row`` is its layer's bias row, loaded here with ``row`` (instead of a compare of
+        ``row`` in the walk's decision).
         """
         if load is None:
             def load(reg, value):
@@ -374,14 +376,18 @@ class CoreParams:
         load(addr, addr + 1)
         with m.If(col == cols[layer] - 1):
             load(col, 0)
-            with m.If(row == rows[layer]):
+            with m.If(row == rows[layer] if bias is None else bias):
                 load(row, 0)
+                if bias is not None:
+                    load(bias, 0)
                 with m.If(layer == self.n_layers - 1):
                     load(issuing, 0)
                 with m.Else():
                     load(layer, layer + 1)
             with m.Else():
                 load(row, row + 1)
+                if bias is not None:
+                    load(bias, row == rows[layer] - 1)
         with m.Else():
             load(col, col + 1)
 

@@ -168,7 +168,7 @@ class BackwardEngine(wiring.Component):
         # ``row`` with the layer's row count, in the decision that chooses ``row``'s next
         # value, was the 85F's critical path (``row`` into itself: 11.21 ns at 6f2486b,
         # 10.57 at ce83824, 12.40 at f1b3991, seed 1, most of it routing).
-        at_bias = Signal()
+        at_bias = Signal() if R else None
         bias_n = lookahead(m, at_bias) if R else None
 
         def row_to(value, bias):
@@ -284,7 +284,8 @@ class BackwardEngine(wiring.Component):
                                                        self.w_rd.data[k * N + n]))
         m.d.sync += [
             v1.eq(iv), first1.eq(icol == 0), last1.eq(icol == cols[layer] - 1),
-            bias1.eq(at_bias if R else row == rows[layer]), row1.eq(irow), addr1.eq(addr), layer1.eq(layer),
+            bias1.eq(at_bias if R else row == rows[layer]), row1.eq(irow), addr1.eq(addr),
+            layer1.eq(layer),
             v2.eq(v1), first2.eq(first1), last2.eq(last1), row2.eq(row1), addr2.eq(addr1),
             layer2.eq(layer1), bias2.eq(bias1),
             gdat2.eq(self.g_rd.data),

@@ -194,10 +194,10 @@ class BoardTop(wiring.Component):
         core = self.core
         # RESET (one cycle) puts every register of the core back to its power-on value but the
         # products' (specbp_hw.dsp); its memories (weights, accumulators, buffers) keep their
-        # contents. The reset is a
-        # register, set the cycle after the frame asks for it: as a combinational signal it
-        # came from the frame decoder and the core's idle test, and on an ECP5 that logic was
-        # the critical path into the reset's clock buffer (85F, 51845df: 12.5 of 15.1 ns).
+        # contents. The reset is a register, set the cycle after the frame asks for it: as a
+        # combinational signal it came from the frame decoder and the core's idle test, and on
+        # an ECP5 that logic was the critical path into the reset's clock buffer (85F, 51845df:
+        # 12.5 of 15.1 ns).
         rst_req = Signal()
         core_rst = Signal()
         m.d.sync += core_rst.eq(rst_req)

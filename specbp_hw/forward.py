@@ -170,9 +170,19 @@ class ForwardEngine(wiring.Component):
         first1, first2 = Signal(), Signal()
         last1, last2 = Signal(), Signal()
         col1, col2, col3 = (Signal.like(col, name=f"col{i}") for i in (1, 2, 3))
-        x1 = Signal(data.ArrayLayout(signed(p.input_width), K))
+        # Layer 0's sums and the hidden layers' differ in fraction bits by d. With fmax_stages
+        # the operand with fewer is shifted left by |d| as it is chosen (wiring), so that every
+        # sum has the same fraction bits and the narrowing needs no choice of alignment by the
+        # layer (a multiplexer per bit before its rounding adder, on the 85F's critical path
+        # at 5d889db). The products and sums are the same values scaled by 2**|d|.
+        shifts = (fmt.PIXEL_FRAC + fmt.weight.frac - fmt.act.frac,
+                  fmt.act.frac + fmt.weight.frac - fmt.act.frac)
+        d = shifts[0] - shifts[1]
+        up0, uph = (max(0, -d), max(0, d)) if R else (0, 0)
+        x_width = p.input_width + up0 + uph
+        x1 = Signal(data.ArrayLayout(signed(x_width), K))
         w1 = Signal.like(self.w_rd.data)
-        acc_width = p.input_width + fmt.weight.width + (max(p.layers[:-1]) + 1).bit_length() + 1
+        acc_width = x_width + fmt.weight.width + (max(p.layers[:-1]) + 1).bit_length() + 1
         acc = Signal(data.ArrayLayout(signed(acc_width), N))
 
         m.d.comb += [
@@ -211,15 +221,16 @@ class ForwardEngine(wiring.Component):
         with m.If(vd):
             m.d.sync += w1.eq(self.w_rd.data)
             for k in range(K):
-                x = Signal(signed(p.input_width), name=f"x{k}")
+                x = Signal(signed(x_width), name=f"x{k}")
                 with m.If(layer == 0):
-                    m.d.comb += x.eq(Mux(row_endd, (1 << fmt.PIXEL_FRAC) if k == 0 else 0,
-                                         xpixd[k] if S else self.x_rd.data[k]))
+                    pixel = xpixd[k] if S else self.x_rd.data[k]
+                    m.d.comb += x.eq(Mux(row_endd, (1 << fmt.PIXEL_FRAC + up0) if k == 0 else 0,
+                                         pixel << up0))
                 for l in range(1, L):
                     with m.If(layer == l):
                         rest = hin[k] if p.rows(l) > 1 else 0
-                        m.d.comb += x.eq(Mux(row_endd, (1 << fmt.act.frac) if k == 0 else 0,
-                                             Mux(row0d, acts[l - 1][k], rest)))
+                        m.d.comb += x.eq(Mux(row_endd, (1 << fmt.act.frac + uph) if k == 0 else 0,
+                                             Mux(row0d, acts[l - 1][k], rest) << uph))
                 m.d.sync += x1[k].eq(x)
             with m.If(~row_endd & (layer != 0)):
                 with m.If(row0d):
@@ -251,7 +262,8 @@ class ForwardEngine(wiring.Component):
         lane_v3 = replicate(m, "v3", v2 & last2, N, apart=apart)
         lane_col3 = replicate(m, "col3", col2, N, apart=apart)
         lane_layer = replicate(m, "layer", layer, N, apart=apart)
-        lane_layer0 = replicate(m, "layer0", layer == 0, N, apart=apart)
+        if not R:
+            lane_layer0 = replicate(m, "layer0", layer == 0, N, apart=apart)
         lane_hidden = replicate(m, "hidden", layer != L - 1, N, apart=apart)
 
         # Stage 2 -> 3: accumulate over rows.
@@ -264,22 +276,26 @@ class ForwardEngine(wiring.Component):
         # activations (or logits) at once and to the stash a cycle later.
         z = Signal(data.ArrayLayout(signed(fmt.act.width), N))
         a = Signal(data.ArrayLayout(signed(fmt.act.width), N))
-        shifts = (fmt.PIXEL_FRAC + fmt.weight.frac - fmt.act.frac,
-                  fmt.act.frac + fmt.weight.frac - fmt.act.frac)
-        # The layer-0 sum and the hidden layers' differ in fraction bits by d; the one with
-        # fewer is shifted left so that both narrow with one shift s (round_shift(v << k, s)
-        # equals round_shift(v, s - k) for s >= 1; a format whose shifts are below 1 is shifted
-        # further, to s = 1), and narrow_leaky does the compares and roundings side by side.
-        # z and a are zero outside stage 3: an AND per bit in hardware, and the compiled
-        # simulation (write_cxxrtl -noproc) skips the lanes on the other cycles.
-        d = shifts[0] - shifts[1]
+        # Without fmax_stages the sum with fewer fraction bits is shifted left here, by the
+        # layer, so that both narrow with one shift s (round_shift(v << k, s) equals
+        # round_shift(v, s - k) for s >= 1; a format whose shifts are below 1 is shifted
+        # further, to s = 1); with them the operands were aligned. narrow_leaky does the
+        # compares and roundings side by side. In simulation z and a are zero outside stage 3,
+        # so that the compiled simulation (write_cxxrtl -noproc) skips the lanes on the other
+        # cycles; on a board they are not gated (the gate's AND per bit sat before the rounding
+        # adder, with a route from the lane's copy of v3: the 85F's critical path at 5d889db).
+        # Every register that takes them loads only at the lane's stage 3.
         extra = max(0, 1 - max(shifts))
         s = max(shifts) + extra
         for n in range(N):
-            with m.If(lane_v3[n]):
-                aligned = Signal(signed(acc_width + abs(d) + extra), name=f"aligned{n}")
-                m.d.comb += aligned.eq(Mux(lane_layer0[n], acc[n] << (max(0, -d) + extra),
-                                           acc[n] << (max(0, d) + extra)))
+            with m.If(lane_v3[n] if not apart else 1):
+                if R:
+                    aligned = Signal(signed(acc_width + extra), name=f"aligned{n}")
+                    m.d.comb += aligned.eq(acc[n] << extra)
+                else:
+                    aligned = Signal(signed(acc_width + abs(d) + extra), name=f"aligned{n}")
+                    m.d.comb += aligned.eq(Mux(lane_layer0[n], acc[n] << (max(0, -d) + extra),
+                                               acc[n] << (max(0, d) + extra)))
                 z_n, a_n = narrow_leaky(m, aligned, s, fmt.act, fmt.leak_shift, f"narrow{n}")
                 m.d.comb += [z[n].eq(z_n), a[n].eq(a_n)]
         hidden_out = Signal()

@@ -32,7 +32,8 @@ class BlockFIFO(wiring.Component):
     Members
     -------
     w_data : In(width), w_en : In(1), w_rdy : Out(1)
-        A word is written in a cycle with ``w_en`` and ``w_rdy``.
+        A word is written in a cycle with ``w_en`` and ``w_rdy``; ``w_rdy`` (``level !=
+        depth``) is a register.
     r_data : Out(width), r_rdy : Out(1), r_en : In(1)
         ``r_data`` is the oldest word while ``r_rdy`` is high; ``r_en`` takes it. A word
         written into an empty FIFO is offered two cycles later.
@@ -56,7 +57,7 @@ class BlockFIFO(wiring.Component):
         self._width, self._depth = width, depth
         self._poison = bool(poison_collisions)
         super().__init__({
-            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1, init=1),
             "r_data": Out(width), "r_rdy": Out(1), "r_en": In(1),
             "level": Out(range(depth + 1)),
         })
@@ -77,14 +78,18 @@ class BlockFIFO(wiring.Component):
         push = self.w_en & self.w_rdy
         pop = self.r_en & self.r_rdy
         r_ptr_next = Mux(pop, succ(r_ptr), r_ptr)
+        level_next = self.level + push - pop
         m.d.comb += [
-            self.w_rdy.eq(self.level != depth),
             wr.addr.eq(w_ptr), wr.data.eq(self.w_data), wr.en.eq(push),
             rd.addr.eq(r_ptr_next), self.r_data.eq(rd.data),
         ]
         m.d.sync += [
             r_ptr.eq(r_ptr_next),
-            self.level.eq(self.level + push - pop),
+            self.level.eq(level_next),
+            # ``level != depth`` as a register: the writer's handshake starts at a flip-flop
+            # (the core's result handshake, from the results FIFO's level, ended in its slot
+            # table on the 25F's critical path at 5d889db).
+            self.w_rdy.eq(level_next != depth),
             # The word read now was written before this cycle: offered in the next.
             self.r_rdy.eq(self.level - pop != 0),
         ]

@@ -248,6 +248,7 @@ class BoardTop(wiring.Component):
                                                  attrs=NO_RW_CHECK)
         sb_w = sbuf.write_port()
         sb_r = sync_read(m, sbuf, "sb_r", poison_from=sb_w if self._poison else None)
+        s_pixels = Signal.like(sb_r.data)       # a streamed word, registered
 
         # Settings (the core's registers); changed only by a checked frame while idle.
         schedule = Signal(2)
@@ -713,10 +714,15 @@ class BoardTop(wiring.Component):
 
             with m.State("STREAM_READ"):
                 # The sample buffer's read port has latency 1: the word of ``beat`` is there
-                # in STREAM_SEND.
+                # in STREAM_LATCH, which registers it for STREAM_SEND. The block RAM's output
+                # (5.8 ns from the clock in nextpnr's ECP5 model) went into the core's input
+                # logic without it: the 85F's critical path at 5d889db with seed 3, 11.69 ns.
+                m.next = "STREAM_LATCH"
+            with m.State("STREAM_LATCH"):
+                m.d.sync += s_pixels.eq(sb_r.data)
                 m.next = "STREAM_SEND"
             with m.State("STREAM_SEND"):
-                m.d.comb += [core.i.valid.eq(1), core.i.payload.pixels.eq(sb_r.data),
+                m.d.comb += [core.i.valid.eq(1), core.i.payload.pixels.eq(s_pixels),
                              core.i.payload.label.eq(label[:4]),
                              core.i.payload.last.eq(flags[0])]
                 if p.skip_zeros:

@@ -354,6 +354,11 @@ class BoardTop(wiring.Component):
         tx_valid = Signal()
         m.d.comb += [tx.i.payload.eq(tx_byte), tx.i.valid.eq(tx_valid)]
         m.d.comb += core.rb_addr.eq(r_word)
+        # The host write's address and word come straight from their registers, whatever the
+        # state (only wr_en says when to write): chosen by the state in LW_WRITE, they were an
+        # AND with the state's decode before 256 data bits spread over the core (the 85F's
+        # critical path at 5932f18 with seed 2).
+        m.d.comb += [core.wr_addr.eq(lw_addr), core.wr_data.eq(lw_word[:p.weight_word.size])]
         # The weight word is registered before its bytes are selected: a block RAM's output
         # is slow (about 5.6 ns on ECP5), too slow to go through a wide byte multiplexer too.
         rb_q = Signal(p.weight_word.size)
@@ -756,8 +761,7 @@ class BoardTop(wiring.Component):
                 with m.Elif(kpos == K - 1):
                     m.next = "LW_READ"
             with m.State("LW_WRITE"):
-                m.d.comb += [core.wr_en.eq(1), core.wr_addr.eq(lw_addr),
-                             core.wr_data.eq(lw_word[:p.weight_word.size])]
+                m.d.comb += core.wr_en.eq(1)
                 m.d.sync += [lw_addr.eq(lw_addr + 1), lw_left.eq(lw_left - 1)]
                 with m.If(lw_left == 1):
                     reply(Status.OK)

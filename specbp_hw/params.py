@@ -357,7 +357,7 @@ class CoreParams:
         would take a DSP block and its delay."""
         return Array(Const(s * words) for s in range(self.slots))
 
-    def sweep(self, m, layer, row, col, addr, issuing, load=None, bias=None):
+    def sweep(self, m, layer, row, col, addr, issuing, load=None, bias=None, inc=None):
         """Advance a linear walk over every weight/accumulator word by one word per cycle.
 
         Words are visited in memory order: layer by layer, rows (the bias row last) and column
@@ -366,14 +366,15 @@ class CoreParams:
         ``m.d.sync += reg.eq(value)``; an engine that reads memory through :func:`lookahead`
         assigns the counter's next value instead). ``bias``: a register that holds whether
         ``row`` is its layer's bias row, loaded here with ``row`` (instead of a compare of
-        ``row`` in the walk's decision).
+        ``row`` in the walk's decision). ``inc``: a register that holds ``addr + 1``, loaded
+        in its place (no adder between the counter and its next value).
         """
         if load is None:
             def load(reg, value):
                 m.d.sync += reg.eq(value)
         rows = Array(Const(self.rows(l)) for l in range(self.n_layers))
         cols = Array(Const(self.cols(l)) for l in range(self.n_layers))
-        load(addr, addr + 1)
+        load(addr, addr + 1 if inc is None else inc)
         with m.If(col == cols[layer] - 1):
             load(col, 0)
             with m.If(row == rows[layer] if bias is None else bias):

@@ -85,6 +85,15 @@ class UpdateEngine(wiring.Component):
         # word arrives in its issue cycle) or from a fused sweep (``f_*``). The weights, needed
         # a stage later, are read with the issue address or, for a fused word, at ``f_addr``.
         addr_n = lookahead(m, addr)
+        # With fmax_stages ``addr + 1`` is a register beside the counter (loaded with the
+        # counter's next value plus one), so the accumulators' read address, the counter's next
+        # value, is a choice among registers: through the increment's carry chain it ended on
+        # the accumulators' block RAMs among the 85F's longest paths at 5932f18 (10.95 ns).
+        if p.fmax_stages:
+            addr_inc = Signal(range(p.depth + 2), init=1)
+            m.d.sync += addr_inc.eq(addr_n + 1)
+        else:
+            addr_inc = None
         g1 = Signal.like(self.g_rd.data)
         with m.If(issuing | self.f_valid):
             m.d.sync += g1.as_value().eq(Mux(self.f_valid, self.f_g.as_value(),
@@ -172,7 +181,8 @@ class UpdateEngine(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
-                    p.sweep(m, layer, row, col, addr, issuing, next_loader(m, (addr, addr_n)))
+                    p.sweep(m, layer, row, col, addr, issuing, next_loader(m, (addr, addr_n)),
+                            inc=addr_inc)
                 with m.Elif(~(v1 | v2 | v3 | v4)):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"

@@ -16,7 +16,7 @@ from amaranth.hdl import Array, C, Cat, Const, Mux, Signal, Value, signed
 from golden.fixed import round_shift as round_shift_int
 
 __all__ = ["pixel_value", "round_shift", "saturate", "sub_round_saturate", "narrow_leaky",
-           "narrow_scaled", "clip_narrow"]
+           "narrow_scaled", "clip_operands", "clip_narrow"]
 
 
 def pixel_value(p):
@@ -127,7 +127,21 @@ def narrow_scaled(m, v, s, q, leak, name):
     return z, zl
 
 
-def clip_narrow(m, v, sel, cases, q, name):
+def _clip_align(cases):
+    return max(0, -min(s for _, s in cases))
+
+
+def clip_operands(cases):
+    """The per-case constants that :func:`clip_narrow` chooses by ``sel`` before its adder and
+    compares: ``{"addend": ..., "c": ..., "neg_c": ...}``, each a list with one integer per
+    case. A caller may register ``values[sel]`` a cycle ahead and pass the registers as
+    ``clip_narrow``'s ``operands``."""
+    align = _clip_align(cases)
+    return {"addend": [(1 << (s + align - 1)) if s + align > 0 else 0 for _, s in cases],
+            "c": [c for c, _ in cases], "neg_c": [-c for c, _ in cases]}
+
+
+def clip_narrow(m, v, sel, cases, q, name, operands=None):
     """``saturate(round_shift(clip(v, -c, c), s), q)`` with ``(c, s) = cases[sel]``: constants
     ``c >= 0`` and ``s`` for each value of the signal ``sel``.
 
@@ -136,10 +150,12 @@ def clip_narrow(m, v, sel, cases, q, name):
     is aligned as in :func:`narrow_scaled`) followed by a choice of the shift, and one pair of
     compares of ``v`` with the chosen ``c`` and ``-c``. A clipped value's result is a constant
     of its case. The intermediates are named signals ``{name}_...``, assigned in ``m.d.comb``
-    in the caller's current control context.
+    in the caller's current control context. ``operands``: values (registers) holding the
+    adder's and the compares' constants of case ``sel`` (the keys of :func:`clip_operands`),
+    instead of a choice by ``sel`` in front of the adder and the compares.
     """
     assert cases and all(c >= 0 for c, _ in cases)
-    align = max(0, -min(s for _, s in cases))
+    align = _clip_align(cases)
     shifts = [s + align for _, s in cases]          # round_shift(v << align, t) for t >= 0
     his, los = [], []
     for c, s in cases:
@@ -156,10 +172,12 @@ def clip_narrow(m, v, sel, cases, q, name):
     total = Signal(signed(len(v) + align + 1), name=f"{name}_total")
     rounded = Signal(signed(len(total)), name=f"{name}_rounded")
     over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
+    if operands is None:
+        operands = {key: table(values) for key, values in clip_operands(cases).items()}
     m.d.comb += [
-        total.eq((v << align) + table([(1 << (t - 1)) if t > 0 else 0 for t in shifts])),
-        over.eq(v > table([c for c, _ in cases])),
-        under.eq(v < table([-c for c, _ in cases])),
+        total.eq((v << align) + operands["addend"]),
+        over.eq(v > operands["c"]),
+        under.eq(v < operands["neg_c"]),
     ]
     with m.Switch(sel):
         for i, t in enumerate(shifts):

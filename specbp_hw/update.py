@@ -10,7 +10,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import clip_narrow, sub_round_saturate
+from .arith import clip_narrow, clip_operands, sub_round_saturate
 from .dsp import registered_product
 from .params import CoreParams, addr_width, lookahead, next_loader
 from .replica import replicate
@@ -100,7 +100,14 @@ class UpdateEngine(wiring.Component):
                                              self.g_rd.data.as_value()))
         m.d.comb += [self.w_rd.addr.eq(addr), self.w_rd.en.eq(1),
                      self.g_rd.addr.eq(addr_n), self.g_rd.en.eq(1)]
-        own_kind = 2 * layer + (row == Array(Const(p.rows(l)) for l in range(L))[layer])
+        # The word's parameter kind. With fmax_stages "this row is its layer's bias row" is a
+        # register loaded beside the row counter (the sweep's ``bias``), not a compare of it:
+        # the kind chooses the clip's constants, which are registered (below), and the row's
+        # compare before that choice was the 85F's critical path when they were first
+        # registered (c40d012, 86.31 MHz).
+        at_bias = Signal() if p.fmax_stages else None
+        own_kind = 2 * layer + (at_bias if p.fmax_stages
+                                else row == Array(Const(p.rows(l)) for l in range(L))[layer])
         m.d.sync += [
             v1.eq(issuing | self.f_valid), f1.eq(self.f_valid),
             addr1.eq(Mux(self.f_valid, self.f_addr, addr)),
@@ -118,15 +125,27 @@ class UpdateEngine(wiring.Component):
         # 16 ns of routing in 19 on the 85F). The lane's later valid bits follow its own copy.
         cases = [(round(p.clip * (1 << frac)), frac - fmt.update.frac) for frac in kinds]
         apart = platform is not None     # copies for a board, one register in simulation
-        kind1 = replicate(m, "kind1", Mux(self.f_valid, self.f_kind, own_kind), p.block,
-                          apart=apart)
+        kind0 = Mux(self.f_valid, self.f_kind, own_kind)
+        kind1 = replicate(m, "kind1", kind0, p.block, apart=apart)
+        # With ``fmax_stages`` the clip's adder and compares take their constants from
+        # registers loaded with the kind (a copy per lane), not from a choice by ``kind1``
+        # in front of them: the 85F's critical path at 6f2486b with seed 2 ran from ``kind1``
+        # through that choice and the compare's carry chain into ``gq2`` (10.73 ns).
+        operands = [None] * p.block
+        if p.fmax_stages:
+            lanes = {}
+            for key, values in clip_operands(cases).items():
+                width = max(int(x).bit_length() for x in values) + 1
+                table = Array(Const(x, signed(width)) for x in values)
+                lanes[key] = replicate(m, f"clip_{key}", table[kind0], p.block, apart=apart)
+            operands = [{key: lanes[key][i] for key in lanes} for i in range(p.block)]
         lane_v1 = replicate(m, "v1", issuing | self.f_valid, p.block, apart=apart)
         for i in range(p.block):
             lane_v2, lane_v3 = Signal(name=f"v2_{i}"), Signal(name=f"v3_{i}")
             m.d.sync += [lane_v2.eq(lane_v1[i]), lane_v3.eq(lane_v2)]
             with m.If(lane_v1[i]):
                 m.d.sync += gq2[i].eq(clip_narrow(m, g1[i], kind1[i], cases, fmt.update,
-                                                  f"gq{i}"))
+                                                  f"gq{i}", operands[i]))
             # Stage 2: times the learning rate (on an ECP5 board, in a DSP block's output
             # register).
             raw3 = registered_product(m, f"raw3_{i}", gq2[i], lr, en=lane_v2,
@@ -177,12 +196,14 @@ class UpdateEngine(wiring.Component):
                     m.d.comb += self.busy.eq(started)
                 with m.If(started):
                     m.d.sync += [layer.eq(0), row.eq(0), col.eq(0), issuing.eq(1)]
+                    if p.fmax_stages:
+                        m.d.sync += at_bias.eq(p.rows(0) == 0)
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(issuing):
                     p.sweep(m, layer, row, col, addr, issuing, next_loader(m, (addr, addr_n)),
-                            inc=addr_inc)
+                            bias=at_bias, inc=addr_inc)
                 with m.Elif(~(v1 | v2 | v3 | v4)):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"

@@ -3,14 +3,14 @@
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Signal, signed, unsigned
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 
 from golden.config import TrainConfig
 from golden.fixed import FixedFormat, Q, round_shift
 from golden.fixed_model import FixedArith, pixels
-from specbp_hw.arith import (clip_narrow, narrow_leaky, narrow_scaled, saturate,
+from specbp_hw.arith import (clip_narrow, clip_operands, narrow_leaky, narrow_scaled, saturate,
                              sub_round_saturate, tree_sum)
 from specbp_hw.cycles import CycleModel
 from specbp_hw.forward import ForwardEngine
@@ -237,14 +237,24 @@ def test_sub_round_saturate_is_one_step_after_another(v_width, s, q):
     (24, _update_cases([10, 14, 12, 9], 0.02, Q(16, 12)), Q(16, 12)),
     (20, [(0, 3), (7, 1), (100, 0)], Q(8, 3)),
 ])
-def test_clip_narrow_is_saturate_of_round_of_clip(width, cases, q):
+@pytest.mark.parametrize("given_operands", [False, True])
+def test_clip_narrow_is_saturate_of_round_of_clip(width, cases, q, given_operands):
     """The update's clip and narrowing (one circuit for all its cases) against clip, round and
-    saturate one after another, for each case at every boundary (+-3) and at random values."""
+    saturate one after another, for each case at every boundary (+-3) and at random values;
+    with the case's constants chosen inside, or given (``operands``, as the update engine's
+    registers under ``fmax_stages`` give them: here signals set to the case's values)."""
     m = Module()
     v = Signal(signed(width))
     sel = Signal(range(len(cases)))
     out = Signal(signed(q.width))
-    m.d.comb += out.eq(clip_narrow(m, v, sel, cases, q, "t"))
+    operands = None
+    if given_operands:
+        operands = {}
+        for key, values in clip_operands(cases).items():
+            operands[key] = Signal(signed(max(int(x).bit_length() for x in values) + 1),
+                                   name=key)
+            m.d.comb += operands[key].eq(Array(Const(x) for x in values)[sel])
+    m.d.comb += out.eq(clip_narrow(m, v, sel, cases, q, "t", operands))
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     rng = np.random.default_rng(width + len(cases))
     mismatches = []

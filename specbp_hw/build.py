@@ -29,6 +29,7 @@ from .fit import estimate, fit_problems, lr_in_logic
 from .presets import PRESETS, core_params
 from .replica import YOSYS_FLATTEN, YOSYS_KEEP
 from .toolchain import ToolError, run_plan_commands, yowasp_command
+from .timing_report import endpoint_groups, summary
 
 __all__ = ["main", "build", "parse_report", "suggest_preset", "EPOCH_SAMPLES"]
 
@@ -143,7 +144,10 @@ def parse_report(path, family, *, clock_mhz=None):
         ``fmax_mhz`` (the core's clock: the one constrained nearest ``clock_mhz``, else the
         slowest), ``clock`` (its net name), ``utilization`` (``logic``, ``ff``, ``bram``,
         ``dsp``, iCE40 also ``spram``: each ``used``, ``available``, ``resource``),
-        ``critical_path`` (``from``, ``to``, ``delay_ns``, ``cells`` of the slowest path).
+        ``critical_path`` (``from``, ``to``, ``delay_ns``, ``cells`` of the slowest path),
+        and ``endpoints`` when the report has per-endpoint timing (nextpnr's
+        ``--detailed-timing-report``): the endpoints that miss the clock's constraint
+        (:func:`specbp_hw.timing_report.summary`).
 
     Raises
     ------
@@ -183,6 +187,9 @@ def parse_report(path, family, *, clock_mhz=None):
             "end": steps[-1].get("to", {}).get("cell"),
             "logic_levels": sum(1 for s in steps if s.get("type") == "logic"),
         }
+    groups = endpoint_groups(rep, clock)
+    if groups:
+        out["endpoints"] = summary(groups, 1000.0 / f["constraint"])
     return out
 
 
@@ -327,8 +334,8 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
         # Yosys' statistics of the mapped design; `tee -q` keeps them out of the log only.
         "script_after_synth": f"tee -q -o {_NAME}.stat.json stat -json\n"
                               f"tee -q -o {_NAME}.stat.txt stat",
-        "nextpnr_opts": f"--report {_NAME}.report.json --timing-allow-fail --seed {seed} "
-                        f"--placer {placer}",
+        "nextpnr_opts": f"--report {_NAME}.report.json --detailed-timing-report "
+                        f"--timing-allow-fail --seed {seed} --placer {placer}",
     }
     if family == "ice40":
         overrides["synth_opts"] = "-dsp -spram"
@@ -443,6 +450,12 @@ def format_report(r):
             cp = r["critical_path"]
             lines.append(f"  critical path {cp['delay_ns']} ns, {cp['logic_levels']} logic "
                          f"levels: {cp['start']} -> {cp['end']}")
+        ep = r.get("endpoints")
+        if ep and ep["over"]:
+            lines.append(f"  {ep['over']} of {ep['total']} timing endpoints miss the clock, in "
+                         f"{ep['groups_over']} registers or block ports; the latest: "
+                         + ", ".join(f"{w['group']} {w['arrival_ns']:.2f} ns"
+                                     for w in ep["worst"][:3]))
         lines.append(f"  bitstream {r['bitstream']}")
     else:
         cells = r["yosys_cells"]

@@ -389,13 +389,22 @@ class BoardTop(wiring.Component):
         # path of ``paper-x4`` (18.6 ns, 16.1 of it routing, 1a2cf03) and of a ``paper-x2``
         # seed. The stage's inputs hold still from R_GAP (the index, the counter latched in
         # R_GAP2, the weight word from R_SEL on), so its registers are right in R_PICK.
+        # A weight word wider than 8 bytes is cut to its byte in two steps: its 8-byte part
+        # into ``rb_part`` (from R_SEL), then the byte (R_SEL2). As one 32-to-1 multiplexer
+        # from the byte index it was among the 85F's paths over 10 ns (5932f18, 10.99 ns).
+        rb_parts = (word_bytes + 7) // 8
+        if rb_parts > 1:
+            rb_part = Signal(64)
+            m.d.sync += rb_part.eq(Cat(rb_bytes, C(0, 64 * rb_parts - len(rb_bytes)))
+                                   .word_select(r_sub[3:], 64))
         src_bytes = {
             SRC_INFO: info_rd.data,
             SRC_STATUS: status_word.word_select(r_idx[:4], 8),
             SRC_COUNTERS: bank.rd_value.word_select(r_sub[:3], 8),
             SRC_LEVEL: results.level,
             SRC_RESULTS: Mux(r_idx == 0, r_count, res_bytes.word_select(r_sub[:3], 8)),
-            SRC_WEIGHTS: rb_bytes.word_select(r_sub[:max(1, (word_bytes - 1).bit_length())], 8),
+            SRC_WEIGHTS: rb_part.word_select(r_sub[:3], 8) if rb_parts > 1
+            else rb_bytes.word_select(r_sub[:max(1, (word_bytes - 1).bit_length())], 8),
         }
         src_q = {src: Signal(8, name=f"src{src}_q") for src in src_bytes}
         header_q = Signal(8)
@@ -771,7 +780,8 @@ class BoardTop(wiring.Component):
             # Reply, one byte at a time (R_START first sets the reply's registers from the
             # registered strobes). R_GAP and R_GAP2 let a new weight address reach the
             # memory (R_GAP) and its word reach ``rb_q`` (R_GAP2), and latch a counter; R_SEL
-            # lets the sources' bytes reach their registers (``src_q``); R_PICK registers the
+            # and R_SEL2 let the sources' bytes reach their registers (``src_q``, a weight byte
+            # through ``rb_part``); R_PICK registers the
             # byte; R_SEND hands it to the UART; R_NEXT adds it to the CRC and moves on.
             with m.State("R_START"):
                 m.next = "R_GAP"
@@ -792,7 +802,10 @@ class BoardTop(wiring.Component):
                 # the cycle it is there, its byte goes into its register.
                 with m.If(~((r_part == 1) & (r_src == SRC_RESULTS) & (r_idx != 0)
                             & ~results.r_rdy)):
-                    m.next = "R_PICK"
+                    m.next = "R_SEL2"
+            with m.State("R_SEL2"):
+                # A weight byte's part is in ``rb_part`` now, the byte in its register next.
+                m.next = "R_PICK"
             with m.State("R_PICK"):
                 m.d.sync += [tx_byte.eq(next_byte), tx_valid.eq(1)]
                 m.next = "R_SEND"

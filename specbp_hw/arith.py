@@ -16,7 +16,7 @@ from amaranth.hdl import Array, C, Cat, Const, Mux, Signal, Value, signed
 from golden.fixed import round_shift as round_shift_int
 
 __all__ = ["pixel_value", "round_shift", "saturate", "sub_round_saturate", "narrow_leaky",
-           "narrow_scaled", "clip_operands", "clip_narrow"]
+           "narrow_scaled", "clip_operands", "clip_narrow", "clip_parts", "clip_finish"]
 
 
 def pixel_value(p):
@@ -153,8 +153,35 @@ def clip_narrow(m, v, sel, cases, q, name, operands=None):
     in the caller's current control context. ``operands``: values (registers) holding the
     adder's and the compares' constants of case ``sel`` (the keys of :func:`clip_operands`),
     instead of a choice by ``sel`` in front of the adder and the compares.
+
+    It is :func:`clip_finish` of :func:`clip_parts`; a caller may register the parts between
+    the two (a pipeline stage).
     """
+    total, over, under = clip_parts(m, v, sel, cases, name, operands)
+    return clip_finish(m, total, over, under, sel, cases, q, name)
+
+
+def clip_parts(m, v, sel, cases, name, operands=None):
+    """The first half of :func:`clip_narrow`: ``(total, over, under)``, the rounding adder's
+    sum and the two compares (named signals assigned in ``m.d.comb``)."""
     assert cases and all(c >= 0 for c, _ in cases)
+    align = _clip_align(cases)
+    total = Signal(signed(len(v) + align + 1), name=f"{name}_total")
+    over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
+    if operands is None:
+        operands = {key: _case_table(values, sel)
+                    for key, values in clip_operands(cases).items()}
+    m.d.comb += [
+        total.eq((v << align) + operands["addend"]),
+        over.eq(v > operands["c"]),
+        under.eq(v < operands["neg_c"]),
+    ]
+    return total, over, under
+
+
+def clip_finish(m, total, over, under, sel, cases, q, name):
+    """The second half of :func:`clip_narrow`, from its parts (:func:`clip_parts`) and the
+    case ``sel``: the choice of the shift, the saturation, and the clipped cases' constants."""
     align = _clip_align(cases)
     shifts = [s + align for _, s in cases]          # round_shift(v << align, t) for t >= 0
     his, los = [], []
@@ -164,24 +191,15 @@ def clip_narrow(m, v, sel, cases, q, name, operands=None):
     # Without saturation, an unclipped value's rounding lies between its case's constants.
     needs_sat = any(h != round_shift_int(c, s) or lo != round_shift_int(-c, s)
                     for (c, s), h, lo in zip(cases, his, los))
-
-    def table(values):
-        width = max(int(x).bit_length() for x in values) + 1
-        return Array(Const(int(x), signed(width)) for x in values)[sel]
-
-    total = Signal(signed(len(v) + align + 1), name=f"{name}_total")
     rounded = Signal(signed(len(total)), name=f"{name}_rounded")
-    over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
-    if operands is None:
-        operands = {key: table(values) for key, values in clip_operands(cases).items()}
-    m.d.comb += [
-        total.eq((v << align) + operands["addend"]),
-        over.eq(v > operands["c"]),
-        under.eq(v < operands["neg_c"]),
-    ]
     with m.Switch(sel):
         for i, t in enumerate(shifts):
             with m.Case(i):
                 m.d.comb += rounded.eq(total >> t)
     inside = saturate(rounded, q) if needs_sat else rounded
-    return Mux(over, table(his), Mux(under, table(los), inside))
+    return Mux(over, _case_table(his, sel), Mux(under, _case_table(los, sel), inside))
+
+
+def _case_table(values, sel):
+    width = max(int(x).bit_length() for x in values) + 1
+    return Array(Const(int(x), signed(width)) for x in values)[sel]

@@ -26,8 +26,8 @@ labels and stored words to :meth:`CycleModel.step_cycles`.
 
 With ``fmax_stages`` (registered read addresses and the stages after them) a forward pass
 takes one cycle more per layer and one in the softmax, a backward pass two more per delta
-layer, and an update sweep two more (its registered start, and its new weights registered
-before their write).
+layer, and an update sweep three more (its registered start, its clip in two stages, and its
+new weights registered before their write).
 
 MAC bounds (the issue's F* and B*): the multiply-accumulates of a pass divided by the ``K x N``
 multipliers of its engine; the backward pass has the gradient outer products of every layer and
@@ -118,7 +118,7 @@ class CycleModel:
 
     @property
     def update(self):
-        return self.params.depth + 4 + 2 * self.params.fmax_stages
+        return self.params.depth + 4 + 3 * self.params.fmax_stages
 
     # -- steps (from taking the sample to emitting its result; the update is separate) -------
 

@@ -10,7 +10,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import clip_narrow, clip_operands, sub_round_saturate
+from .arith import clip_finish, clip_narrow, clip_operands, clip_parts, sub_round_saturate
 from .dsp import registered_product
 from .params import CoreParams, addr_width, lookahead, next_loader
 from .replica import replicate
@@ -108,11 +108,21 @@ class UpdateEngine(wiring.Component):
         at_bias = Signal() if p.fmax_stages else None
         own_kind = 2 * layer + (at_bias if p.fmax_stages
                                 else row == Array(Const(p.rows(l)) for l in range(L))[layer])
+        # With fmax_stages the clip takes two stages (1 and 1b, below): the stage-1b copies
+        # of the valid bit, the word's address and flag, and its weights (``*_1b``) stand
+        # between stages 1 and 2. Without them stage 2 takes stage 1's.
+        R = p.fmax_stages
+        v1b, f1b, addr1b, w1b = ((Signal(name="v1b"), Signal(name="f1b"),
+                                  Signal.like(addr1, name="addr1b"),
+                                  Signal.like(self.w_rd.data, name="w1b")) if R
+                                 else (v1, f1, addr1, self.w_rd.data))
+        if R:
+            m.d.sync += [v1b.eq(v1), f1b.eq(f1), addr1b.eq(addr1), w1b.eq(self.w_rd.data)]
         m.d.sync += [
             v1.eq(issuing | self.f_valid), f1.eq(self.f_valid),
             addr1.eq(Mux(self.f_valid, self.f_addr, addr)),
-            v2.eq(v1), addr2.eq(addr1), f2.eq(f1), v3.eq(v2), addr3.eq(addr2), f3.eq(f2),
-            w2.eq(self.w_rd.data), w3.eq(w2),
+            v2.eq(v1b), addr2.eq(addr1b), f2.eq(f1b), v3.eq(v2), addr3.eq(addr2), f3.eq(f2),
+            w2.eq(w1b), w3.eq(w2),
         ]
         # The stage registers load only when their stage holds a word (clock enables). The
         # engine is idle between batch boundaries, and the compiled simulation (write_cxxrtl
@@ -140,12 +150,32 @@ class UpdateEngine(wiring.Component):
                 lanes[key] = replicate(m, f"clip_{key}", table[kind0], p.block, apart=apart)
             operands = [{key: lanes[key][i] for key in lanes} for i in range(p.block)]
         lane_v1 = replicate(m, "v1", issuing | self.f_valid, p.block, apart=apart)
+        if R:
+            # Stage 1 -> 1b: the clip's adder and compares, registered; stage 1b -> 2: the
+            # choice of the shift and of the clipped constants by the kind (a stage-1b copy).
+            # In one stage, from the constants' registers through a compare's carry chain and
+            # the choices into gq2, they were the 85F's critical path at 4469bd7 (10.52 and
+            # 10.69 ns, seeds 1 and 2). One cycle more per update sweep.
+            kind1b = [Signal.like(kind1[i], name=f"kind1b_{i}") for i in range(p.block)]
+            m.d.sync += [kind1b[i].eq(kind1[i]) for i in range(p.block)]
+            lane_v1b = replicate(m, "v1b", v1, p.block, apart=apart)
         for i in range(p.block):
             lane_v2, lane_v3 = Signal(name=f"v2_{i}"), Signal(name=f"v3_{i}")
-            m.d.sync += [lane_v2.eq(lane_v1[i]), lane_v3.eq(lane_v2)]
-            with m.If(lane_v1[i]):
-                m.d.sync += gq2[i].eq(clip_narrow(m, g1[i], kind1[i], cases, fmt.update,
-                                                  f"gq{i}", operands[i]))
+            m.d.sync += [lane_v2.eq(lane_v1b[i] if R else lane_v1[i]), lane_v3.eq(lane_v2)]
+            if R:
+                total, over, under = clip_parts(m, g1[i], kind1[i], cases, f"gq{i}",
+                                                operands[i])
+                parts = (Signal.like(total, name=f"gq{i}_total1b"),
+                         Signal(name=f"gq{i}_over1b"), Signal(name=f"gq{i}_under1b"))
+                with m.If(lane_v1[i]):
+                    m.d.sync += [r.eq(x) for r, x in zip(parts, (total, over, under))]
+                with m.If(lane_v1b[i]):
+                    m.d.sync += gq2[i].eq(clip_finish(m, *parts, kind1b[i], cases, fmt.update,
+                                                      f"gq{i}"))
+            else:
+                with m.If(lane_v1[i]):
+                    m.d.sync += gq2[i].eq(clip_narrow(m, g1[i], kind1[i], cases, fmt.update,
+                                                      f"gq{i}", operands[i]))
             # Stage 2: times the learning rate (on an ECP5 board, in a DSP block's output
             # register).
             raw3 = registered_product(m, f"raw3_{i}", gq2[i], lr, en=lane_v2,
@@ -204,7 +234,7 @@ class UpdateEngine(wiring.Component):
                 with m.If(issuing):
                     p.sweep(m, layer, row, col, addr, issuing, next_loader(m, (addr, addr_n)),
                             bias=at_bias, inc=addr_inc)
-                with m.Elif(~(v1 | v2 | v3 | v4)):
+                with m.Elif(~(v1 | v1b | v2 | v3 | v4)):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         return m

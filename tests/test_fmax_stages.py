@@ -76,15 +76,15 @@ def test_board_link_with_stages(skip):
 
 
 def test_stages_cost_the_modelled_cycles():
-    # One cycle per forward layer and one in the softmax, two per delta layer, two per update
-    # sweep (its registered start and its registered new weights).
+    # One cycle per forward layer and one in the softmax, two per delta layer, three per
+    # update sweep (its registered start, its two-stage clip, its registered new weights).
     base = CoreParams(layers=(16, 8, 8, 4), lanes=4, inputs=2)
     staged = CoreParams(layers=(16, 8, 8, 4), lanes=4, inputs=2, fmax_stages=True)
     a, b = CycleModel(base), CycleModel(staged)
     assert b.forward - a.forward == base.n_layers + 1
     assert b.backward - a.backward == 2 * (base.n_layers - 1)
     assert b.undo == a.undo
-    assert b.update - a.update == 2
+    assert b.update - a.update == 3
 
 
 def test_fmax_stages_must_be_a_bool():

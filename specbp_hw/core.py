@@ -132,10 +132,11 @@ class TrainingCore(wiring.Component):
     o : Out(stream.Signature(result_layout))
         One result per sample.
     schedule : In(2)
-        0 serial, 1 speculative, 2 pipelined. Sampled at the start of each step.
+        0 serial, 1 speculative, 2 pipelined. Sampled at the start of each step (with
+        ``fmax_stages``, as it was in the cycle before: change it while no sample is loaded).
     threshold : In
         Accept when ``sum_j |y_stash_j - y_j| <= threshold`` (probability LSBs); 0 never
-        speculates. Sampled while the softmax produces ``y`` (in every step; hold it while the
+        speculates (with ``fmax_stages``, tested in the cycle before a step's start). Sampled while the softmax produces ``y`` (in every step; hold it while the
         core is not idle).
     batch : In
         Samples per weight update (1 .. max_batch).
@@ -556,6 +557,19 @@ class TrainingCore(wiring.Component):
         hit = commit & (cur_label == look)
         m.d.sync += [lab_slot.eq(Mux(hit, cur_slot, slot_of[look])),
                      lab_valid.eq(hit | valid.bit_select(look, 1))]
+        # The schedule's tests in WAIT. With fmax_stages they are registers, a cycle behind
+        # the inputs (which the host changes between runs, never in the cycle before a
+        # sample is taken): from the link's schedule register through the compare and the
+        # backward engine's slot choice into its word count was among the 85F's paths over
+        # 10 ns at 4469bd7 (10.10 ns).
+        sched_pipelined, sched_speculating = Signal(), Signal()
+        schedule = Signal.like(self.schedule)       # the schedule the tests are of
+        tests = [schedule.eq(self.schedule), sched_pipelined.eq(self.schedule == PIPELINED),
+                 sched_speculating.eq((self.schedule == SPECULATIVE) & (self.threshold != 0))]
+        if p.fmax_stages:
+            m.d.sync += tests
+        else:
+            m.d.comb += tests
         with m.FSM():
             with m.State("WAIT"):
                 # A loader that has claimed a slot but received no beat holds no sample.
@@ -565,23 +579,22 @@ class TrainingCore(wiring.Component):
                 # second, its stage 4): idle waits for it.
                 m.d.comb += self.idle.eq(~ready & ~(l_active & (l_count != 0)) & ~finishing
                                          & ~pend & ~upd.writing)
-                m.d.comb += bwd.slot.eq(Mux(self.schedule == PIPELINED, pend_slot, lab_slot))
+                m.d.comb += bwd.slot.eq(Mux(sched_pipelined, pend_slot, lab_slot))
                 with m.If(ready):
                     m.d.comb += take.eq(1)
                     m.d.sync += [cur_slot.eq(r_slot), cur_half.eq(r_half), cur_label.eq(label_in),
-                                 cur_last.eq(r_last), cur_sched.eq(self.schedule),
+                                 cur_last.eq(r_last), cur_sched.eq(schedule),
                                  step_cycles.eq(1), fwd_seen.eq(0), bwd_seen.eq(0), fused.eq(0),
                                  kind.eq(NOT_ATTEMPTED), spec_slot.eq(lab_slot)]
                     with m.If(self.infer):
                         m.d.comb += start_fwd(stash=0)
                         m.d.sync += kind.eq(INFERENCE)
                         m.next = "INFER"
-                    with m.Elif((self.schedule == SPECULATIVE) & (self.threshold != 0)
-                                & lab_valid):
+                    with m.Elif(sched_speculating & lab_valid):
                         m.d.comb += start_fwd()
                         m.d.comb += start_bwd(label_in)
                         m.next = "SPEC"
-                    with m.Elif(self.schedule == PIPELINED):
+                    with m.Elif(sched_pipelined):
                         m.d.comb += start_fwd()
                         with m.If(pend):
                             m.d.comb += start_bwd(pend_label)

@@ -218,8 +218,17 @@ class ForwardEngine(wiring.Component):
         # path_estimate.py, 11.7 ns).
         hin_len = max(p.layers[l] for l in range(1, L)) - K
         hin = Signal(data.ArrayLayout(signed(fmt.act.width), max(hin_len, 1)))
-        with m.If(vd):
+        # On a board the weights' word is registered in every cycle, as the update engine's
+        # (fmax_stages) and the link's readback copies of the same block RAM outputs are, so
+        # that Yosys merges the three into one register: three registers of those outputs,
+        # 5.8 ns from the clock in nextpnr's ECP5 model, could not all sit beside the block
+        # RAMs (a route of 4.2 ns into the forward's copy and the link's, 10.05 ns, on the 85F
+        # at 4469bd7). Only stage 1 uses w1, the cycle after each stage D.
+        if platform is not None:
             m.d.sync += w1.eq(self.w_rd.data)
+        with m.If(vd):
+            if platform is None:
+                m.d.sync += w1.eq(self.w_rd.data)
             for k in range(K):
                 x = Signal(signed(x_width), name=f"x{k}")
                 with m.If(layer == 0):

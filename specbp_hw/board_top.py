@@ -361,7 +361,9 @@ class BoardTop(wiring.Component):
         m.d.comb += [core.wr_addr.eq(lw_addr), core.wr_data.eq(lw_word[:p.weight_word.size])]
         # The weight word is registered before its bytes are selected: a block RAM's output
         # is slow (about 5.6 ns on ECP5), too slow to go through a wide byte multiplexer too.
-        rb_q = Signal(p.weight_word.size)
+        # Reset-less, like the engines' registers of the same block RAM outputs, so that
+        # Yosys merges them into one (forward.py).
+        rb_q = Signal(p.weight_word.size, reset_less=True)
         m.d.sync += rb_q.eq(core.rb_data)
         rb_bytes = Cat(rb_q, C(0, 8 * word_bytes - p.weight_word.size))
         res = data.View(rlayout, results.r_data)

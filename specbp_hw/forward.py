@@ -181,7 +181,7 @@ class ForwardEngine(wiring.Component):
         up0, uph = (max(0, -d), max(0, d)) if R else (0, 0)
         x_width = p.input_width + up0 + uph
         x1 = Signal(data.ArrayLayout(signed(x_width), K))
-        w1 = Signal.like(self.w_rd.data)
+        w1 = Signal.like(self.w_rd.data, reset_less=True)     # see below
         acc_width = x_width + fmt.weight.width + (max(p.layers[:-1]) + 1).bit_length() + 1
         acc = Signal(data.ArrayLayout(signed(acc_width), N))
 
@@ -223,7 +223,8 @@ class ForwardEngine(wiring.Component):
         # that Yosys merges the three into one register: three registers of those outputs,
         # 5.8 ns from the clock in nextpnr's ECP5 model, could not all sit beside the block
         # RAMs (a route of 4.2 ns into the forward's copy and the link's, 10.05 ns, on the 85F
-        # at 4469bd7). Only stage 1 uses w1, the cycle after each stage D.
+        # at 4469bd7). Only stage 1 uses w1, the cycle after each stage D. The three are
+        # reset-less, or the core's reset and the link's would keep them apart.
         if platform is not None:
             m.d.sync += w1.eq(self.w_rd.data)
         with m.If(vd):

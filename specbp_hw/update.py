@@ -114,7 +114,7 @@ class UpdateEngine(wiring.Component):
         R = p.fmax_stages
         v1b, f1b, addr1b, w1b = ((Signal(name="v1b"), Signal(name="f1b"),
                                   Signal.like(addr1, name="addr1b"),
-                                  Signal.like(self.w_rd.data, name="w1b")) if R
+                                  Signal.like(self.w_rd.data, name="w1b", reset_less=True)) if R
                                  else (v1, f1, addr1, self.w_rd.data))
         if R:
             m.d.sync += [v1b.eq(v1), f1b.eq(f1), addr1b.eq(addr1), w1b.eq(self.w_rd.data)]

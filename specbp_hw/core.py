@@ -275,9 +275,13 @@ class TrainingCore(wiring.Component):
             fwd.w_rd.data.eq(w_a.data), upd.w_rd.data.eq(w_a.data), self.rb_data.eq(w_a.data),
             # Port B: one address for its read (backward engine) and write (update, host)
             # sides. The host writes only while idle, when neither the backward engine nor the
-            # update uses the port.
-            w_b.addr.eq(Mux(updating | upd.writing, upd.w_wr.addr,
-                            Mux(wr_sel, wr_addr, bwd.w_rd.addr))),
+            # update uses the port. Only the backward engine reads it, never while the update
+            # writes (a separate sweep runs alone; a fused one writes during the gradient
+            # sweep, which reads no weights): so the update takes the port in the cycles it
+            # writes, not for the whole sweep, and every choice is a register (with the
+            # update's ``busy``, decoded from its state, the choice was among the 85F's paths
+            # over 10 ns to the weights' block RAMs at 4469bd7).
+            w_b.addr.eq(Mux(upd.writing, upd.w_wr.addr, Mux(wr_sel, wr_addr, bwd.w_rd.addr))),
             w_bw.addr.eq(w_b.addr),
             w_bw.data.eq(Mux(upd.w_wr.en, upd.w_wr.data, wr_data)),
             w_bw.en.eq(upd.w_wr.en | wr_sel),

@@ -18,8 +18,9 @@ import re
 __all__ = ["group_of", "endpoint_groups", "summary"]
 
 # nextpnr's names of the flip-flops Yosys made from one signal: "<signal>_TRELLIS_FF_Q[_i]"
-# (ECP5), "<signal>_SB_DFF<kind>_Q[_i]" (iCE40).
-_FF_SUFFIX = re.compile(r"_(TRELLIS_FF|SB_DFF[A-Z]*)_Q(_\d+)?$")
+# (ECP5), "<signal>_SB_DFF<kind>_Q[_i]" (iCE40), or of the iCE40 logic cell that packs one
+# with the LUT before it: "<signal>_SB_DFF<kind>_Q[_i]_D_SB_LUT4_O_LC".
+_FF_SUFFIX = re.compile(r"_(TRELLIS_FF|SB_DFF[A-Z]*)_Q(_\d+)?(_D_SB_LUT4_O_LC)?$")
 _INDEX = re.compile(r"(\.\d+)+$")          # a memory's blocks: "<memory>.<i>.<j>"
 _PORT_BIT = re.compile(r"\d+$")
 

@@ -49,6 +49,7 @@ def test_groups_are_registers_and_block_ports():
     assert group_of("board.core.fwd.wr_data4_TRELLIS_FF_Q_163", "DI") == "board.core.fwd.wr_data4"
     assert group_of("board.core.$signal_TRELLIS_FF_Q", "M") == "board.core.$signal"
     assert group_of("core.x_SB_DFFER_Q_3", "D") == "core.x"
+    assert group_of("core.lab_slot_SB_DFFSR_Q_2_D_SB_LUT4_O_LC", "I1") == "core.lab_slot"
     assert group_of("board.core.weights.0.11", "ADB12") == "board.core.weights ADB"
     assert group_of("board.core.bwd.prod7_dsp", "A3") == "board.core.bwd.prod7_dsp A"
 

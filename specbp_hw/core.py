@@ -136,7 +136,8 @@ class TrainingCore(wiring.Component):
         ``fmax_stages``, as it was in the cycle before: change it while no sample is loaded).
     threshold : In
         Accept when ``sum_j |y_stash_j - y_j| <= threshold`` (probability LSBs); 0 never
-        speculates (with ``fmax_stages``, tested in the cycle before a step's start). Sampled while the softmax produces ``y`` (in every step; hold it while the
+        speculates (with ``fmax_stages``, that test is made in the cycle before a step's
+        start). Sampled while the softmax produces ``y`` (in every step; hold it while the
         core is not idle).
     batch : In
         Samples per weight update (1 .. max_batch).

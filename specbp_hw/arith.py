@@ -16,7 +16,8 @@ from amaranth.hdl import Array, C, Cat, Const, Mux, Signal, Value, signed
 from golden.fixed import round_shift as round_shift_int
 
 __all__ = ["pixel_value", "round_shift", "saturate", "sub_round_saturate", "narrow_leaky",
-           "narrow_scaled", "clip_operands", "clip_narrow", "clip_parts", "clip_finish"]
+           "narrow_scaled", "clip_operands", "clip_narrow", "clip_parts", "clip_finish",
+           "case_table"]
 
 
 def pixel_value(p):
@@ -169,7 +170,7 @@ def clip_parts(m, v, sel, cases, name, operands=None):
     total = Signal(signed(len(v) + align + 1), name=f"{name}_total")
     over, under = Signal(name=f"{name}_over"), Signal(name=f"{name}_under")
     if operands is None:
-        operands = {key: _case_table(values, sel)
+        operands = {key: case_table(values, sel)
                     for key, values in clip_operands(cases).items()}
     m.d.comb += [
         total.eq((v << align) + operands["addend"]),
@@ -197,9 +198,10 @@ def clip_finish(m, total, over, under, sel, cases, q, name):
             with m.Case(i):
                 m.d.comb += rounded.eq(total >> t)
     inside = saturate(rounded, q) if needs_sat else rounded
-    return Mux(over, _case_table(his, sel), Mux(under, _case_table(los, sel), inside))
+    return Mux(over, case_table(his, sel), Mux(under, case_table(los, sel), inside))
 
 
-def _case_table(values, sel):
+def case_table(values, sel):
+    """``values[sel]``: a table of integer constants indexed by the signal ``sel``."""
     width = max(int(x).bit_length() for x in values) + 1
     return Array(Const(int(x), signed(width)) for x in values)[sel]

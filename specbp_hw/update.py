@@ -10,7 +10,8 @@ from amaranth.hdl import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import clip_finish, clip_narrow, clip_operands, clip_parts, sub_round_saturate
+from .arith import (case_table, clip_finish, clip_narrow, clip_operands, clip_parts,
+                    sub_round_saturate)
 from .dsp import registered_product
 from .params import CoreParams, addr_width, lookahead, next_loader
 from .replica import replicate
@@ -145,9 +146,8 @@ class UpdateEngine(wiring.Component):
         if p.fmax_stages:
             lanes = {}
             for key, values in clip_operands(cases).items():
-                width = max(int(x).bit_length() for x in values) + 1
-                table = Array(Const(x, signed(width)) for x in values)
-                lanes[key] = replicate(m, f"clip_{key}", table[kind0], p.block, apart=apart)
+                lanes[key] = replicate(m, f"clip_{key}", case_table(values, kind0), p.block,
+                                       apart=apart)
             operands = [{key: lanes[key][i] for key in lanes} for i in range(p.block)]
         lane_v1 = replicate(m, "v1", issuing | self.f_valid, p.block, apart=apart)
         if R:

@@ -17,20 +17,25 @@ import re
 
 __all__ = ["group_of", "endpoint_groups", "summary"]
 
-# nextpnr's names of the flip-flops Yosys made from one signal: "<signal>_TRELLIS_FF_Q[_i]"
-# (ECP5), "<signal>_SB_DFF<kind>_Q[_i]" (iCE40), or of the iCE40 logic cell that packs one
-# with the LUT before it: "<signal>_SB_DFF<kind>_Q[_i]_D_SB_LUT4_O_LC".
-_FF_SUFFIX = re.compile(r"_(TRELLIS_FF|SB_DFF[A-Z]*)_Q(_\d+)?(_D_SB_LUT4_O_LC)?$")
-_INDEX = re.compile(r"(\.\d+)+$")          # a memory's blocks: "<memory>.<i>.<j>"
-_PORT_BIT = re.compile(r"\d+$")
+# Yosys names a flip-flop it made from a signal "<signal>_TRELLIS_FF_Q[_i]" (ECP5) or
+# "<signal>_SB_DFF<kind>_Q[_i]" (iCE40), and a net or cell it made without a name of its own
+# after the connections it came from, so such a name starts with the signal whose logic it
+# belongs to: "<signal>_SB_DFFSR_Q_2_D_SB_LUT4_O_I3_SB_LUT4_O_I1...". nextpnr's iCE40 packer
+# names a logic cell that holds a flip-flop after its LUT or flip-flop, with "_LC" or "_DFFLC"
+# appended, and a block RAM "<memory>.<i>.<j>_RAM".
+_FF = re.compile(r"_(TRELLIS_FF|SB_DFF[A-Z]*)_Q(_\d+)?")
+_INDEX = re.compile(r"(\.\d+)+(_RAM)?$")          # a memory's blocks: "<memory>.<i>.<j>"
+_PORT_BIT = re.compile(r"_?\d+$")
 
 
 def group_of(cell, port):
-    """The endpoint's group: a flip-flop's signal, or ``"<block> <port kind>"``."""
-    m = _FF_SUFFIX.search(cell)
-    if m:
+    """The endpoint's group: the signal a flip-flop's name starts with, or ``"<block> <port
+    kind>"`` (a block named after a signal: that signal)."""
+    m = _FF.search(cell)
+    if m and (m.end() == len(cell) or cell.endswith(("_LC", "_DFFLC"))):
         return cell[:m.start()]
-    return f"{_INDEX.sub('', cell)} {_PORT_BIT.sub('', port)}"
+    block = cell[:m.start()] if m else _INDEX.sub("", cell)
+    return f"{block} {_PORT_BIT.sub('', port)}"
 
 
 def endpoint_groups(report, clock):

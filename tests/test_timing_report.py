@@ -54,6 +54,24 @@ def test_groups_are_registers_and_block_ports():
     assert group_of("board.core.bwd.prod7_dsp", "A3") == "board.core.bwd.prod7_dsp A"
 
 
+def test_ice40_logic_cells_group_by_the_signal_their_name_starts_with():
+    # nextpnr's iCE40 packer names a logic cell after its LUT or flip-flop; Yosys names an
+    # unnamed net after the connections it came from, starting with a named signal.
+    assert group_of("board.core.fwd.w1_SB_DFF_Q_8_DFFLC", "I0") == "board.core.fwd.w1"
+    assert group_of("board.core.upd.addr_SB_DFFSR_Q_7_DFFLC", "SR") == "board.core.upd.addr"
+    assert group_of("board.fsm_state_SB_DFFESR_Q_4_D_SB_LUT4_O_I3_SB_LUT4_O_I1_SB_LUT4_I1_O_"
+                    "SB_DFFSR_Q_D_SB_LUT4_O_LC", "I2") == "board.fsm_state"
+    assert group_of("board.core.slot_of5_SB_DFFESR_Q_E_SB_DFFESR_E_DFFLC", "I0") \
+        == "board.core.slot_of5"
+    # block RAMs and DSP blocks keep the port kind (iCE40 ports: "WDATA_3")
+    assert group_of("board.core.grads.0.2_RAM", "WADDR_4") == "board.core.grads WADDR"
+    assert group_of("board.core.fwd.acc_SB_DFF_Q_3_D_SB_MAC16_O_DSP", "A12") \
+        == "board.core.fwd.acc A"
+    # a logic cell whose name names no flip-flop is a group of its own, per port kind
+    assert group_of("board.core.fwd.last2_SB_LUT4_I3_LC", "I2") \
+        == "board.core.fwd.last2_SB_LUT4_I3_LC I"
+
+
 def test_endpoints_of_the_clock_only(tmp_path):
     rep = json.loads(_report(tmp_path).read_text())
     groups = endpoint_groups(rep, CLK)

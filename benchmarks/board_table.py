@@ -12,6 +12,10 @@ Rerun:
     python benchmarks/board_table.py --reuse          # use build/BOARD/report.json if present
     python benchmarks/board_table.py --force          # also run what the fit check refuses
     python benchmarks/board_table.py --boards icebreaker ulx3s-25f --seed 2
+    python benchmarks/board_table.py --boards ulx3s-85f:paper-skip@100   # another preset, clock
+
+A board given as ``BOARD:PRESET[@MHZ]`` is built with that preset (and target clock) instead
+of its own, in ``build/BOARD-PRESET[-MHZ]``.
 """
 
 import argparse
@@ -25,20 +29,41 @@ from specbp_hw.boards import load_boards
 SCHEDULES = ("serial", "speculative", "pipelined")
 
 
-def build_board(board, out_root, seed, reuse, force):
-    """The report of ``board``'s build (a dict), building it unless ``reuse`` finds one."""
-    out = Path(out_root) / board
+def parse_entry(entry):
+    """``(board, preset or None, clock MHz or None, directory name)`` of a ``--boards`` entry,
+    ``BOARD`` or ``BOARD:PRESET[@MHZ]``."""
+    board, colon, variant = entry.partition(":")
+    preset, at, clock = variant.partition("@")
+    if not board or (colon and not preset) or (at and not _is_number(clock)):
+        raise SystemExit(f"error: bad board entry {entry!r}; use BOARD or BOARD:PRESET[@MHZ]")
+    name = "-".join(x for x in (board, preset, clock) if x)
+    return board, preset or None, float(clock) if clock else None, name
+
+
+def _is_number(text):
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def build_board(entry, out_root, seed, reuse, force):
+    """The report of ``entry``'s build (a dict), building it unless ``reuse`` finds one."""
+    board, preset, clock, name = parse_entry(entry)
+    out = Path(out_root) / name
     report = out / "report.json"
     if reuse and report.exists():
         return json.loads(report.read_text())
     cmd = [sys.executable, "-m", "specbp_hw.build", "--board", board, "--seed", str(seed),
            "--out", str(out), "--json", str(report)] + (["--force"] if force else [])
-    print(f"building {board} ...", file=sys.stderr, flush=True)
+    cmd += ["--preset", preset] if preset else []
+    cmd += ["--clock", f"{clock:g}"] if clock else []
+    print(f"building {entry} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         msg = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         print(msg, file=sys.stderr)
-        return {"board": board, "error": msg.removeprefix("error: ")}
+        return {"board": entry, "error": msg.removeprefix("error: ")}
     return json.loads(report.read_text())
 
 
@@ -63,7 +88,8 @@ def row(r):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--boards", nargs="*", help="boards to build (default: all)")
+    p.add_argument("--boards", nargs="*", metavar="BOARD[:PRESET[@MHZ]]",
+                   help="boards to build (default: all, each with its own preset and clock)")
     p.add_argument("--out", default="build", help="build root (default build/)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--reuse", action="store_true",
@@ -73,6 +99,8 @@ def main():
                    "much a part is exceeded)")
     args = p.parse_args()
     boards = args.boards or list(load_boards())
+    for b in boards:
+        parse_entry(b)                  # every entry checked before the first build
     reports = [build_board(b, args.out, args.seed, args.reuse, args.force) for b in boards]
     print("| board | device | preset (network, K x N) | top | LUTs (iCE40: LCs) | FFs | "
           "block RAM | DSP | Fmax / target MHz | cycles per sample (serial / speculative / "

@@ -243,6 +243,21 @@ def check_baud(f_clk, baud):
         raise BuildError(f"{e}; choose another --baud") from None
 
 
+# Where an ECP5 build puts the engines' product registers (--dsp-registers; specbp_hw.dsp):
+# the DSP blocks' output registers, or flip-flops in logic.
+DSP_REGISTERS = ("block", "logic")
+
+
+def check_dsp_registers(board, dsp_registers):
+    """Refuse an unknown ``dsp_registers`` or ``logic`` on a non-ECP5 board (BuildError)."""
+    if dsp_registers not in DSP_REGISTERS:
+        raise BuildError(f"unknown DSP registers {dsp_registers!r}; choose from "
+                         f"{', '.join(DSP_REGISTERS)}")
+    if board.device.family != "ecp5" and dsp_registers != "block":
+        raise BuildError(f"--dsp-registers applies to ECP5 builds only ({board.name} is "
+                         f"{board.device.family})")
+
+
 def check_lut_mapping(board, lut_mapping):
     """Refuse an unknown ``lut_mapping`` or a choice on a non-ECP5 board (BuildError)."""
     if lut_mapping not in LUT_MAPPINGS:
@@ -277,7 +292,8 @@ def _ecp5_synthesis(overrides, mapping):
 
 
 def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mode="auto",
-          top="auto", lut_mapping="auto", baud=BAUD, placer=None, log=print):
+          top="auto", lut_mapping="auto", baud=BAUD, placer=None, dsp_registers="block",
+          log=print):
     """Build ``params`` for ``board``; return the report (a dict, see :func:`main`).
 
     ``top`` (see :data:`TOPS` and :func:`resolve_top`): ``link``, the training core behind the
@@ -294,6 +310,10 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     ``lut_mapping`` (ECP5 only, see :data:`LUT_MAPPINGS`): ``abc9``, ``abc`` (the classic ABC),
     or ``auto``: ABC9, and the classic ABC if ABC9 crashes.
 
+    ``dsp_registers`` (ECP5 only, :data:`DSP_REGISTERS`): ``block``, the engines' product
+    registers are the DSP blocks' output registers; ``logic``, flip-flops in logic
+    (:mod:`specbp_hw.dsp`).
+
     ``lr_mode`` (``auto``, ``dsp``, ``logic``): where the update engine's products by the
     constant learning rate go (:func:`specbp_hw.fit.lr_in_logic`). In logic, Yosys' ``booth``
     pass builds them from LUTs before synthesis maps the remaining products to DSPs.
@@ -308,6 +328,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
 
     family = board.device.family
     check_lut_mapping(board, lut_mapping)
+    check_dsp_registers(board, dsp_registers)
     placer = placer or board.placer
     if placer not in PLACERS:
         raise BuildError(f"unknown placer {placer!r}; choose from {', '.join(PLACERS)}")
@@ -353,8 +374,9 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
     def extract(overrides):
         # A platform prepares one design once: a second plan needs a new platform.
         try:
-            plan = board.platform_class()().build(make_design(), name=_NAME, do_build=False,
-                                                  **overrides)
+            plan_platform = board.platform_class()()
+            plan_platform.dsp_output_registers = dsp_registers == "block"
+            plan = plan_platform.build(make_design(), name=_NAME, do_build=False, **overrides)
         except ValueError as e:     # PlatformTop: no UART, a baud rate the clock cannot make
             raise BuildError(str(e)) from None
         plan.extract(str(out_dir))
@@ -399,6 +421,7 @@ def build(board, params, *, preset, clock_mhz, seed=1, out_dir, pnr=True, lr_mod
         "target_mhz": clock_mhz, "pll_mhz": round(f_sync / 1e6, 3), "seed": seed,
         "placer": placer,
         "lut_mapping": mapping,
+        **({"dsp_registers": dsp_registers} if family == "ecp5" else {}),
         "lr_multipliers": "logic" if lr_logic else "dsp",
         "estimate": {k: v for k, v in
                      estimate(params, board.device, lr_in_logic=lr_logic,
@@ -438,6 +461,8 @@ def format_report(r):
     lines.append(top)
     if r.get("lut_mapping", "abc9") in ("abc", "abc (ABC9 crashed)"):
         lines.append(f"  LUT mapping: {r['lut_mapping']} (the classic ABC, not ABC9)")
+    if r.get("dsp_registers") == "logic":
+        lines.append("  product registers: in logic (--dsp-registers logic), not the DSP blocks'")
     if "utilization" in r:
         for k, u in r["utilization"].items():
             lines.append(f"  {k:6s} {u['used']:>7} / {u['available']:<7} "
@@ -505,6 +530,9 @@ def _parser():
     p.add_argument("--lut-mapping", choices=LUT_MAPPINGS, default="auto",
                    help="ECP5 LUT mapping: abc9 (synth_ecp5's default), abc (the classic ABC), "
                    "or auto (default): abc9, and abc if Yosys 0.70's ABC9 crashes")
+    p.add_argument("--dsp-registers", choices=DSP_REGISTERS, default="block",
+                   help="ECP5: the engines' product registers in the DSP blocks (block, "
+                   "default) or in logic (logic: the 85F's paper-x2-skip routes only so)")
     p.add_argument("--force", action="store_true", help="build even if the fit check refuses")
     return p
 
@@ -561,6 +589,7 @@ def main(argv=None):
         params = core_params(preset)
         top = resolve_top(board, args.top)
         check_lut_mapping(board, args.lut_mapping)
+        check_dsp_registers(board, args.dsp_registers)
         if args.baud is not None and top != "link":
             raise BuildError(f"--baud sets the host link's UART, and this build's top is the "
                              f"core alone ({board.name}: --top {top})")
@@ -583,7 +612,7 @@ def main(argv=None):
         report = build(board, params, preset=preset, clock_mhz=clock, seed=args.seed,
                        out_dir=out, pnr=not args.no_pnr, lr_mode=args.lr_multipliers, top=top,
                        lut_mapping=args.lut_mapping, baud=args.baud or BAUD,
-                       placer=args.placer,
+                       placer=args.placer, dsp_registers=args.dsp_registers,
                        log=lambda msg: print(msg, file=sys.stderr))
         if args.no_pnr:
             print((out / f"{_NAME}.stat.txt").read_text())

@@ -17,6 +17,11 @@ operands, sign-extended to the block's 18 bits, when ``en`` is high, and 0 at po
 block's registers are cleared by the configuration's global reset, ``GSR``). The register
 has no reset in either, so a reset of the domain leaves it as it is; every consumer of a
 product is gated by a stage's valid bit, which is reset.
+
+A platform whose ``dsp_output_registers`` is False (the build's ``--dsp-registers logic``)
+keeps the registers in logic on the ECP5 too. The blocks' registers helped the 16-MAC core
+reach 100 MHz on the 85F, but with them the 32-MAC ``paper-x2-skip`` (116 blocks) no longer
+finishes routing there, and without them it routes and meets 60 MHz (docs/BUILD.md).
 """
 
 from amaranth.hdl import *
@@ -32,7 +37,8 @@ def _fits(v):
 
 
 def _use_block(platform, a, b):
-    return getattr(platform, "family", None) == "ecp5" and _fits(a) and _fits(b)
+    return (getattr(platform, "family", None) == "ecp5"
+            and getattr(platform, "dsp_output_registers", True) and _fits(a) and _fits(b))
 
 
 def registered_product(m, name, a, b, *, en=1, platform=None):
@@ -41,8 +47,8 @@ def registered_product(m, name, a, b, *, en=1, platform=None):
     ``a`` and ``b`` are values (signed or unsigned; a constant ``b`` is fine); the register
     is ``a.width + b.width`` bits wide, signed if either operand is (every product of the
     operands' values fits). On an ECP5 platform with both operands fitting the block's
-    signed 18 bits the register is a MULT18X18D's output register (the module's docstring);
-    otherwise a register in logic. Latency 1 cycle.
+    signed 18 bits the register is a MULT18X18D's output register (the module's docstring),
+    unless the platform's ``dsp_output_registers`` is False; otherwise a register in logic. Latency 1 cycle.
     """
     a, b = Value.cast(a), Value.cast(b)
     width = a.shape().width + b.shape().width

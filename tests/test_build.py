@@ -360,6 +360,35 @@ def test_cli_lut_mapping_is_for_ecp5_only(capsys, no_build):
     assert err == "error: --lut-mapping applies to ECP5 builds only (icebreaker is ice40)\n"
 
 
+def test_cli_dsp_registers_is_for_ecp5_only(capsys, no_build):
+    status, out, err = run_cli(capsys, "--board", "icebreaker", "--dsp-registers", "logic")
+    assert status != 0 and out == ""
+    assert err == "error: --dsp-registers applies to ECP5 builds only (icebreaker is ice40)\n"
+
+
+@pytest.mark.parametrize("dsp_registers, blocks", [("block", 3), ("logic", 0)])
+def test_dsp_registers_choose_the_product_registers(tmp_path, monkeypatch, dsp_registers,
+                                                    blocks):
+    # The design handed to Yosys instantiates a MULT18X18D for each of pool7's three registered
+    # products (the forward and backward engines' lane, the update's learning rate) with the
+    # blocks' registers, none with registers in logic (Yosys infers those multipliers). The
+    # tools are replaced: synthesis only writes its statistics.
+    def fake_run(build_dir, name, **kwargs):
+        (build_dir / f"{name}.stat.json").write_text('{"design": {"num_cells_by_type": '
+                                                     '{"LUT4": 1}}}')
+        return {"yosys": 1.0}
+
+    monkeypatch.setattr(build_mod, "run_plan_commands", fake_run)
+    board, params = get_board("ulx3s-25f"), core_params("pool7")
+    r = build_mod.build(board, params, preset="pool7", clock_mhz=50, out_dir=tmp_path,
+                        pnr=False, top="core", dsp_registers=dsp_registers,
+                        log=lambda msg: None)
+    assert (tmp_path / "top.il").read_text().count("cell \\MULT18X18D ") == blocks
+    assert r["dsp_registers"] == dsp_registers
+    shown = any("--dsp-registers logic" in line for line in build_mod.format_report(r))
+    assert shown == (dsp_registers == "logic")
+
+
 def test_missing_tool_is_one_line():
     with pytest.raises(ToolError, match=r"^yowasp-frobnicate not found: install it with pip"):
         yowasp_command("frobnicate")

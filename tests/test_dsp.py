@@ -113,6 +113,17 @@ def test_ecp5_product_is_the_dsp_blocks_output_register(tmp_path):
     assert con["CLK0"] == port["clk"]
 
 
+def test_ecp5_product_without_the_blocks_registers_stays_in_logic(tmp_path):
+    # A platform that asks for no DSP output registers (--dsp-registers logic) gets the same
+    # netlist as no platform: a combinational MULT18X18D and 32 flip-flops.
+    no_regs = types.SimpleNamespace(family="ecp5", dsp_output_registers=False)
+    top = _synthesize(tmp_path, _Product(signed(16), signed(16), platform=no_regs), "noregs")
+    types_ = [c["type"] for c in top["cells"].values()]
+    assert types_.count("MULT18X18D") == 1 and types_.count("TRELLIS_FF") == 32
+    (dsp,) = [c for c in top["cells"].values() if c["type"] == "MULT18X18D"]
+    assert dsp["parameters"].get("REG_OUTPUT_CLK", "NONE") == "NONE"
+
+
 def test_ecp5_product_too_wide_for_a_block_stays_in_logic(tmp_path):
     # An unsigned 18-bit operand needs a 19th (sign) bit: Yosys' own mapping, flip-flops in
     # logic.

@@ -248,24 +248,26 @@ def check_baud(f_clk, baud):
 DSP_REGISTERS = ("block", "logic")
 
 
+def _check_ecp5_choice(board, value, choices, default, *, option, what):
+    """Refuse a ``value`` not in ``choices``, or one other than ``default`` on a non-ECP5
+    board (BuildError naming ``option``)."""
+    if value not in choices:
+        raise BuildError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+    if board.device.family != "ecp5" and value != default:
+        raise BuildError(f"{option} applies to ECP5 builds only ({board.name} is "
+                         f"{board.device.family})")
+
+
 def check_dsp_registers(board, dsp_registers):
     """Refuse an unknown ``dsp_registers`` or ``logic`` on a non-ECP5 board (BuildError)."""
-    if dsp_registers not in DSP_REGISTERS:
-        raise BuildError(f"unknown DSP registers {dsp_registers!r}; choose from "
-                         f"{', '.join(DSP_REGISTERS)}")
-    if board.device.family != "ecp5" and dsp_registers != "block":
-        raise BuildError(f"--dsp-registers applies to ECP5 builds only ({board.name} is "
-                         f"{board.device.family})")
+    _check_ecp5_choice(board, dsp_registers, DSP_REGISTERS, "block",
+                       option="--dsp-registers", what="DSP registers")
 
 
 def check_lut_mapping(board, lut_mapping):
     """Refuse an unknown ``lut_mapping`` or a choice on a non-ECP5 board (BuildError)."""
-    if lut_mapping not in LUT_MAPPINGS:
-        raise BuildError(f"unknown LUT mapping {lut_mapping!r}; choose from "
-                         f"{', '.join(LUT_MAPPINGS)}")
-    if board.device.family != "ecp5" and lut_mapping != "auto":
-        raise BuildError(f"--lut-mapping applies to ECP5 builds only ({board.name} is "
-                         f"{board.device.family})")
+    _check_ecp5_choice(board, lut_mapping, LUT_MAPPINGS, "auto",
+                       option="--lut-mapping", what="LUT mapping")
 
 
 def _ecp5_synthesis(overrides, mapping):

@@ -315,6 +315,13 @@ def test_link_adds_its_memories_to_the_fit_check():
     assert linked.luts > alone.luts and linked.ffs > alone.ffs
 
 
+def _fake_synthesis(build_dir, name):
+    """What a replaced Yosys run leaves: its statistics; its times."""
+    (build_dir / f"{name}.stat.json").write_text('{"design": {"num_cells_by_type": '
+                                                 '{"LUT4": 1}}}')
+    return {"yosys": 1.0}
+
+
 def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
     # Yosys 0.70's ABC9 crashes on some netlists (docs/BUILD.md); `auto` then synthesises again
     # with the classic ABC. The tools are replaced here: the first Yosys run "crashes".
@@ -327,9 +334,7 @@ def test_abc9_crash_falls_back_to_the_classic_abc(tmp_path, monkeypatch):
             raise build_mod.ToolError("yosys failed (exit 1) after 41 s: ERROR: Assert "
                                       "`GetSize(conn.first) == GetSize(conn.second)' failed in "
                                       "kernel/rtlil.cc:3091.")
-        (build_dir / f"{name}.stat.json").write_text('{"design": {"num_cells_by_type": '
-                                                     '{"LUT4": 1}}}')
-        return {"yosys": 1.0}
+        return _fake_synthesis(build_dir, name)
 
     monkeypatch.setattr(build_mod, "run_plan_commands", fake_run)
     board, params = get_board("ulx3s-25f"), core_params("pool7")
@@ -373,12 +378,8 @@ def test_dsp_registers_choose_the_product_registers(tmp_path, monkeypatch, dsp_r
     # products (the forward and backward engines' lane, the update's learning rate) with the
     # blocks' registers, none with registers in logic (Yosys infers those multipliers). The
     # tools are replaced: synthesis only writes its statistics.
-    def fake_run(build_dir, name, **kwargs):
-        (build_dir / f"{name}.stat.json").write_text('{"design": {"num_cells_by_type": '
-                                                     '{"LUT4": 1}}}')
-        return {"yosys": 1.0}
-
-    monkeypatch.setattr(build_mod, "run_plan_commands", fake_run)
+    monkeypatch.setattr(build_mod, "run_plan_commands",
+                        lambda build_dir, name, **kwargs: _fake_synthesis(build_dir, name))
     board, params = get_board("ulx3s-25f"), core_params("pool7")
     r = build_mod.build(board, params, preset="pool7", clock_mhz=50, out_dir=tmp_path,
                         pnr=False, top="core", dsp_registers=dsp_registers,

@@ -19,8 +19,8 @@ has no reset in either, so a reset of the domain leaves it as it is; every consu
 product is gated by a stage's valid bit, which is reset.
 
 A platform whose ``dsp_output_registers`` is False (the build's ``--dsp-registers logic``)
-keeps the registers in logic on the ECP5 too. The blocks' registers helped the 16-MAC core
-reach 100 MHz on the 85F, but with them the 32-MAC ``paper-x2-skip`` (116 blocks) no longer
+keeps the registers in logic on the ECP5 too. The 16-MAC core meets 100 MHz on the 85F with
+the blocks' registers, but with them the 32-MAC ``paper-x2-skip`` (116 blocks) no longer
 finishes routing there, and without them it routes and meets 60 MHz (docs/BUILD.md).
 """
 
@@ -48,7 +48,8 @@ def registered_product(m, name, a, b, *, en=1, platform=None):
     is ``a.width + b.width`` bits wide, signed if either operand is (every product of the
     operands' values fits). On an ECP5 platform with both operands fitting the block's
     signed 18 bits the register is a MULT18X18D's output register (the module's docstring),
-    unless the platform's ``dsp_output_registers`` is False; otherwise a register in logic. Latency 1 cycle.
+    unless the platform's ``dsp_output_registers`` is False; otherwise a register in logic.
+    Latency 1 cycle.
     """
     a, b = Value.cast(a), Value.cast(b)
     width = a.shape().width + b.shape().width
